@@ -1,0 +1,601 @@
+"""The Engine API's swarm types, as pydantic models.
+
+Field names are the wire names (PascalCase, as in Docker's OpenAPI document),
+so that a validation error names the field exactly as the client sent it.
+These models are the one definition of each spec: the HTTP API validates with
+them, the store persists them, the manager and worker act on them.
+
+Unknown fields are ignored, as the Engine's Go decoder ignores them, so that
+newer clients keep working.
+"""
+
+
+
+import datetime as _dt
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .duration import SECOND, Duration
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, validate_assignment=False)
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON shape Docker clients expect: omit what is unset."""
+        return self.model_dump(mode="json", exclude_none=True, by_alias=True)
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class ObjectVersion(Wire):
+    Index: int = 0
+
+
+class Meta(Wire):
+    ID: str = ""
+    Version: ObjectVersion = Field(default_factory=ObjectVersion)
+    CreatedAt: str = Field(default_factory=now)
+    UpdatedAt: str = Field(default_factory=now)
+
+
+# --------------------------------------------------------------- service spec
+
+LabelMap = dict[str, str]
+
+
+class PlatformInfo(Wire):
+    Architecture: str = ""
+    OS: str = ""
+
+
+class MountBindOptions(Wire):
+    Propagation: Literal["private", "rprivate", "shared", "rshared", "slave", "rslave"] | None = None
+    NonRecursive: bool | None = None
+
+
+class VolumeDriverConfig(Wire):
+    Name: str = ""
+    Options: dict[str, str] | None = None
+
+
+class MountVolumeOptions(Wire):
+    NoCopy: bool | None = None
+    Labels: LabelMap | None = None
+    DriverConfig: VolumeDriverConfig | None = None
+
+
+class MountTmpfsOptions(Wire):
+    SizeBytes: int | None = Field(default=None, ge=0)
+    Mode: int | None = Field(default=None, ge=0)
+
+
+class Mount(Wire):
+    Target: str
+    Source: str | None = None
+    Type: Literal["bind", "volume", "tmpfs", "npipe"] = "volume"
+    ReadOnly: bool | None = None
+    Consistency: str | None = None
+    BindOptions: MountBindOptions | None = None
+    VolumeOptions: MountVolumeOptions | None = None
+    TmpfsOptions: MountTmpfsOptions | None = None
+
+    @model_validator(mode="after")
+    def _source_for_bind(self) -> "Mount":
+        if not self.Target.startswith("/"):
+            raise ValueError(f"Target must be an absolute path, got {self.Target!r}")
+        if self.Type == "bind" and not self.Source:
+            raise ValueError("Source is required for a bind mount")
+        if self.Type == "tmpfs" and self.Source:
+            raise ValueError("Source must not be set for a tmpfs mount")
+        return self
+
+
+class HealthConfig(Wire):
+    Test: list[str] | None = None
+    Interval: Duration | None = None
+    Timeout: Duration | None = None
+    Retries: int | None = Field(default=None, ge=0)
+    StartPeriod: Duration | None = None
+
+    @field_validator("Test")
+    @classmethod
+    def _test_form(cls, value: list[str] | None) -> list[str] | None:
+        if value and value[0] not in ("NONE", "CMD", "CMD-SHELL", ""):
+            raise ValueError("first element must be NONE, CMD or CMD-SHELL")
+        return value
+
+
+class ContainerDNSConfig(Wire):
+    Nameservers: list[str] | None = None
+    Search: list[str] | None = None
+    Options: list[str] | None = None
+
+
+class SecretFile(Wire):
+    Name: str = ""
+    UID: str = "0"
+    GID: str = "0"
+    Mode: int = 0o444
+
+
+class SecretReference(Wire):
+    File: SecretFile | None = None
+    SecretID: str = ""
+    SecretName: str = ""
+
+
+class ConfigReference(Wire):
+    File: SecretFile | None = None
+    Runtime: dict[str, Any] | None = None
+    ConfigID: str = ""
+    ConfigName: str = ""
+
+
+class Ulimit(Wire):
+    Name: str
+    Soft: int
+    Hard: int
+
+
+class ContainerPrivileges(Wire):
+    CredentialSpec: dict[str, Any] | None = None
+    SELinuxContext: dict[str, Any] | None = None
+
+
+class ContainerTemplate(Wire):
+    Image: str = Field(min_length=1)
+    Labels: LabelMap | None = None
+    Command: list[str] | None = None
+    Args: list[str] | None = None
+    Hostname: str | None = None
+    Env: list[str] | None = None
+    Dir: str | None = None
+    User: str | None = None
+    Groups: list[str] | None = None
+    Privileges: ContainerPrivileges | None = None
+    TTY: bool | None = None
+    OpenStdin: bool | None = None
+    ReadOnly: bool | None = None
+    Mounts: list[Mount] | None = None
+    StopSignal: str | None = None
+    StopGracePeriod: Duration | None = None
+    HealthCheck: HealthConfig | None = None
+    Hosts: list[str] | None = None
+    DNSConfig: ContainerDNSConfig | None = None
+    Secrets: list[SecretReference] | None = None
+    Configs: list[ConfigReference] | None = None
+    Isolation: str | None = None
+    Init: bool | None = None
+    Sysctls: dict[str, str] | None = None
+    CapabilityAdd: list[str] | None = None
+    CapabilityDrop: list[str] | None = None
+    Ulimits: list[Ulimit] | None = None
+
+    @field_validator("Env")
+    @classmethod
+    def _env_form(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or []:
+            if not item or item.startswith("="):
+                raise ValueError(f"invalid environment variable {item!r}: want NAME=value")
+        return value
+
+
+class ResourceObject(Wire):
+    NanoCPUs: int | None = Field(default=None, ge=0)
+    MemoryBytes: int | None = Field(default=None, ge=0)
+    Pids: int | None = Field(default=None, ge=0)
+    GenericResources: list[dict[str, Any]] | None = None
+
+
+class ResourceRequirements(Wire):
+    Limits: ResourceObject | None = None
+    Reservations: ResourceObject | None = None
+
+
+class RestartPolicySpec(Wire):
+    Condition: Literal["none", "on-failure", "any"] = "any"
+    Delay: Duration = 5 * SECOND
+    MaxAttempts: int = Field(default=0, ge=0)
+    Window: Duration = 0
+
+
+class SpreadOver(Wire):
+    SpreadDescriptor: str = Field(min_length=1)
+
+
+class PlacementPreference(Wire):
+    Spread: SpreadOver
+
+
+class PlacementSpec(Wire):
+    Constraints: list[str] | None = None
+    Preferences: list[PlacementPreference] | None = None
+    MaxReplicas: int | None = Field(default=None, ge=0)
+    Platforms: list[PlatformInfo] | None = None
+
+    @field_validator("Constraints")
+    @classmethod
+    def _constraints_parse(cls, value: list[str] | None) -> list[str] | None:
+        # Imported here: the constraint grammar lives with the scheduler that evaluates it.
+        from ..manager.constraints import parse_constraint
+
+        for expr in value or []:
+            parse_constraint(expr)
+        return value
+
+
+class NetworkAttachmentConfig(Wire):
+    Target: str = Field(min_length=1)
+    Aliases: list[str] | None = None
+    DriverOpts: dict[str, str] | None = None
+
+
+class LogDriverSpec(Wire):
+    Name: str = ""
+    Options: dict[str, str] | None = None
+
+
+class TaskSpec(Wire):
+    ContainerSpec: ContainerTemplate
+    Resources: ResourceRequirements | None = None
+    RestartPolicy: RestartPolicySpec = Field(default_factory=RestartPolicySpec)
+    Placement: PlacementSpec | None = None
+    Networks: list[NetworkAttachmentConfig] | None = None
+    LogDriver: LogDriverSpec | None = None
+    ForceUpdate: int = Field(default=0, ge=0)
+    Runtime: str | None = None
+
+
+class ReplicatedMode(Wire):
+    Replicas: int = Field(default=1, ge=0)
+
+
+class GlobalMode(Wire):
+    pass
+
+
+class ReplicatedJobMode(Wire):
+    MaxConcurrent: int = Field(default=1, ge=0)
+    TotalCompletions: int | None = Field(default=None, ge=0)
+
+
+class ServiceMode(Wire):
+    Replicated: ReplicatedMode | None = None
+    Global: GlobalMode | None = None
+    ReplicatedJob: ReplicatedJobMode | None = None
+    GlobalJob: GlobalMode | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ServiceMode":
+        chosen = [n for n in ("Replicated", "Global", "ReplicatedJob", "GlobalJob") if getattr(self, n) is not None]
+        if not chosen:
+            self.Replicated = ReplicatedMode()
+        elif len(chosen) > 1:
+            raise ValueError(f"only one mode may be set, got {', '.join(chosen)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        for name in ("Replicated", "Global", "ReplicatedJob", "GlobalJob"):
+            if getattr(self, name) is not None:
+                return name
+        return "Replicated"
+
+    @property
+    def is_global(self) -> bool:
+        return self.Global is not None or self.GlobalJob is not None
+
+    @property
+    def is_job(self) -> bool:
+        return self.ReplicatedJob is not None or self.GlobalJob is not None
+
+
+class UpdateConfigSpec(Wire):
+    Parallelism: int = Field(default=1, ge=0)
+    Delay: Duration = 0
+    FailureAction: Literal["continue", "pause", "rollback"] = "pause"
+    Monitor: Duration = 5 * SECOND
+    MaxFailureRatio: float = Field(default=0, ge=0, le=1)
+    Order: Literal["stop-first", "start-first"] = "stop-first"
+
+
+class PortConfig(Wire):
+    Name: str | None = None
+    Protocol: Literal["tcp", "udp", "sctp"] = "tcp"
+    TargetPort: int = Field(ge=1, le=65535)
+    PublishedPort: int | None = Field(default=None, ge=0, le=65535)
+    PublishMode: Literal["ingress", "host"] = "ingress"
+
+
+class EndpointSettings(Wire):
+    Mode: Literal["vip", "dnsrr"] = "vip"
+    Ports: list[PortConfig] | None = None
+
+    @model_validator(mode="after")
+    def _ports_unique(self) -> "EndpointSpec":
+        seen: set[tuple[int, str]] = set()
+        for port in self.Ports or []:
+            if port.PublishedPort:
+                key = (port.PublishedPort, port.Protocol)
+                if key in seen:
+                    raise ValueError(f"published port {port.PublishedPort}/{port.Protocol} is given twice")
+                seen.add(key)
+        if self.Mode == "dnsrr" and any(p.PublishMode == "ingress" for p in self.Ports or []):
+            raise ValueError("port published with ingress mode can't be used with dnsrr mode")
+        return self
+
+
+class ServiceSpec(Wire):
+    Name: str = Field(default="", pattern=r"^([a-zA-Z0-9][a-zA-Z0-9_.-]{0,62})?$")
+    Labels: LabelMap | None = None
+    TaskTemplate: TaskSpec
+    Mode: ServiceMode = Field(default_factory=ServiceMode)
+    UpdateConfig: UpdateConfigSpec = Field(default_factory=UpdateConfigSpec)
+    RollbackConfig: UpdateConfigSpec = Field(default_factory=UpdateConfigSpec)
+    Networks: list[NetworkAttachmentConfig] | None = None
+    EndpointSpec: EndpointSettings = Field(default_factory=EndpointSettings)
+
+    @model_validator(mode="after")
+    def _job_settings(self) -> "ServiceSpec":
+        if self.Mode.is_job and self.TaskTemplate.RestartPolicy.Condition == "any":
+            # Swarm refuses jobs that would restart after success.
+            self.TaskTemplate.RestartPolicy.Condition = "on-failure"
+        return self
+
+
+class EndpointVirtualIP(Wire):
+    NetworkID: str = ""
+    Addr: str = ""
+
+
+class ServiceEndpoint(Wire):
+    Spec: EndpointSettings = Field(default_factory=EndpointSettings)
+    Ports: list[PortConfig] | None = None
+    VirtualIPs: list[EndpointVirtualIP] | None = None
+
+
+class ServiceUpdateStatus(Wire):
+    State: Literal[
+        "updating", "paused", "completed", "rollback_started", "rollback_paused", "rollback_completed"
+    ] | None = None
+    StartedAt: str | None = None
+    CompletedAt: str | None = None
+    Message: str | None = None
+
+
+class ServiceTaskCounts(Wire):
+    RunningTasks: int = 0
+    DesiredTasks: int = 0
+    CompletedTasks: int = 0
+
+
+class Service(Meta):
+    Spec: ServiceSpec
+    PreviousSpec: ServiceSpec | None = None
+    Endpoint: ServiceEndpoint = Field(default_factory=ServiceEndpoint)
+    UpdateStatus: ServiceUpdateStatus | None = None
+    ServiceStatus: ServiceTaskCounts | None = None
+
+
+# ----------------------------------------------------------------------- tasks
+
+
+class TaskState(str, Enum):
+    """Ordered: observed state only moves forward through this list."""
+
+    NEW = "new"
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    ACCEPTED = "accepted"
+    PREPARING = "preparing"
+    READY = "ready"
+    STARTING = "starting"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    SHUTDOWN = "shutdown"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    REMOVE = "remove"
+    ORPHANED = "orphaned"
+
+    @property
+    def rank(self) -> int:
+        return _STATE_ORDER.index(self)
+
+    @property
+    def terminal(self) -> bool:
+        return self.rank > TaskState.RUNNING.rank
+
+
+_STATE_ORDER = list(TaskState)
+
+
+class TaskContainerStatus(Wire):
+    ContainerID: str | None = None
+    PID: int | None = None
+    ExitCode: int | None = None
+
+
+class TaskStatus(Wire):
+    Timestamp: str = Field(default_factory=now)
+    State: TaskState = TaskState.NEW
+    Message: str = ""
+    Err: str | None = None
+    ContainerStatus: TaskContainerStatus | None = None
+    PortStatus: dict[str, Any] | None = None
+
+
+class Task(Meta):
+    # "SERVICE.SLOT" for replicated tasks, "SERVICE.NODEID" for global ones;
+    # the container is named "NAME.TASKID" as Swarm names it.
+    Name: str = ""
+    Labels: LabelMap = Field(default_factory=dict)
+    Spec: TaskSpec
+    ServiceID: str
+    Slot: int | None = None
+    NodeID: str | None = None
+    Status: TaskStatus = Field(default_factory=TaskStatus)
+    DesiredState: TaskState = TaskState.RUNNING
+    NetworksAttachments: list[dict[str, Any]] | None = None
+    GenericResources: list[dict[str, Any]] | None = None
+
+
+# ----------------------------------------------------------------------- nodes
+
+
+class NodeSpec(Wire):
+    Name: str | None = None
+    Labels: LabelMap = Field(default_factory=dict)
+    Role: Literal["worker", "manager"] = "worker"
+    Availability: Literal["active", "pause", "drain"] = "active"
+
+
+class EngineDescription(Wire):
+    EngineVersion: str = ""
+    Labels: LabelMap = Field(default_factory=dict)
+    Plugins: list[dict[str, str]] = Field(default_factory=list)
+
+
+class TLSInfoSpec(Wire):
+    TrustRoot: str = ""
+    CertIssuerSubject: str = ""
+    CertIssuerPublicKey: str = ""
+
+
+class NodeDescription(Wire):
+    Hostname: str = ""
+    Platform: PlatformInfo = Field(default_factory=PlatformInfo)
+    Resources: ResourceObject = Field(default_factory=ResourceObject)
+    Engine: EngineDescription = Field(default_factory=EngineDescription)
+    TLSInfo: TLSInfoSpec | None = None
+
+
+class NodeStatus(Wire):
+    State: Literal["unknown", "down", "ready", "disconnected"] = "unknown"
+    Message: str = ""
+    Addr: str = ""
+
+
+class NodeManagerStatus(Wire):
+    Leader: bool = False
+    Reachability: Literal["unknown", "unreachable", "reachable"] = "unknown"
+    Addr: str = ""
+
+
+class Node(Meta):
+    Spec: NodeSpec = Field(default_factory=NodeSpec)
+    Description: NodeDescription = Field(default_factory=NodeDescription)
+    Status: NodeStatus = Field(default_factory=NodeStatus)
+    ManagerStatus: NodeManagerStatus | None = None
+
+
+# ----------------------------------------------------------------------- swarm
+
+
+class OrchestrationConfig(Wire):
+    TaskHistoryRetentionLimit: int = Field(default=5, ge=0)
+
+
+class RaftConfig(Wire):
+    SnapshotInterval: int = 10000
+    KeepOldSnapshots: int = 0
+    LogEntriesForSlowFollowers: int = 500
+    ElectionTick: int = 10
+    HeartbeatTick: int = 1
+
+
+class DispatcherConfig(Wire):
+    HeartbeatPeriod: Duration = 5 * SECOND
+
+    @field_validator("HeartbeatPeriod")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 100_000_000:
+            raise ValueError("heartbeat period must be at least 100ms")
+        return value
+
+
+class ExternalCA(Wire):
+    Protocol: str = "cfssl"
+    URL: str = ""
+    Options: dict[str, str] | None = None
+    CACert: str | None = None
+
+
+class CAConfigSpec(Wire):
+    NodeCertExpiry: Duration = 90 * 24 * 3600 * SECOND
+    ExternalCAs: list[ExternalCA] | None = None
+    SigningCACert: str | None = None
+    SigningCAKey: str | None = None
+    ForceRotate: int = 0
+
+    @field_validator("NodeCertExpiry")
+    @classmethod
+    def _minimum(cls, value: int) -> int:
+        if value < 3600 * SECOND:
+            raise ValueError("node certificate expiry must be at least 1h")
+        return value
+
+
+class EncryptionConfigSpec(Wire):
+    AutoLockManagers: bool = False
+
+
+class TaskDefaultsSpec(Wire):
+    LogDriver: LogDriverSpec | None = None
+
+
+class SwarmSpec(Wire):
+    Name: str = "default"
+    Labels: LabelMap = Field(default_factory=dict)
+    Orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    Raft: RaftConfig = Field(default_factory=RaftConfig)
+    Dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
+    CAConfig: CAConfigSpec = Field(default_factory=CAConfigSpec)
+    EncryptionConfig: EncryptionConfigSpec = Field(default_factory=EncryptionConfigSpec)
+    TaskDefaults: TaskDefaultsSpec = Field(default_factory=TaskDefaultsSpec)
+
+
+class JoinTokenPair(Wire):
+    Worker: str = ""
+    Manager: str = ""
+
+
+class Swarm(Meta):
+    Spec: SwarmSpec = Field(default_factory=SwarmSpec)
+    TLSInfo: TLSInfoSpec = Field(default_factory=TLSInfoSpec)
+    RootRotationInProgress: bool = False
+    DataPathPort: int = 4789
+    DefaultAddrPool: list[str] = Field(default_factory=lambda: ["10.0.0.0/8"])
+    SubnetSize: int = 24
+    JoinTokens: JoinTokenPair = Field(default_factory=JoinTokenPair)
+
+
+# ------------------------------------------------------------ request bodies
+
+
+class InitRequest(Wire):
+    ListenAddr: str = "0.0.0.0:2377"
+    AdvertiseAddr: str = ""
+    DataPathAddr: str = ""
+    DataPathPort: int = 0
+    DefaultAddrPool: list[str] | None = None
+    ForceNewCluster: bool = False
+    SubnetSize: int = 0
+    Spec: SwarmSpec = Field(default_factory=SwarmSpec)
+    AutoLockManagers: bool = False
+    Availability: Literal["active", "pause", "drain", ""] = ""
+
+
+class JoinRequest(Wire):
+    ListenAddr: str = "0.0.0.0:2377"
+    AdvertiseAddr: str = ""
+    DataPathAddr: str = ""
+    RemoteAddrs: list[str] = Field(min_length=1)
+    JoinToken: str = Field(min_length=1)
+    Availability: Literal["active", "pause", "drain", ""] = ""
