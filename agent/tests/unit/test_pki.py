@@ -1,0 +1,283 @@
+import os
+import re
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from swarm_agent import pki
+from swarm_agent.manager.ca import RootCA
+
+DAY_NS = 86_400 * 10**9
+
+
+@dataclass(frozen=True)
+class Node:
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def _node(root: RootCA, node_id: str, role: str) -> Node:
+    key_pem = pki.new_key_pem()
+    cert_pem = root.sign_csr(
+        pki.make_csr(key_pem), node_id=node_id, role=role, cluster_id="cluster1", expiry_ns=DAY_NS, ip_sans=["127.0.0.1"]
+    )
+    return Node(root.cert_pem, cert_pem, key_pem)
+
+
+@pytest.fixture(scope="module")
+def root() -> RootCA:
+    return RootCA.generate()
+
+
+@pytest.fixture(scope="module")
+def stranger_root() -> RootCA:
+    return RootCA.generate()
+
+
+@pytest.fixture(scope="module")
+def manager(root: RootCA) -> Node:
+    return _node(root, "manager1", "manager")
+
+
+@pytest.fixture(scope="module")
+def worker(root: RootCA) -> Node:
+    return _node(root, "worker1", "worker")
+
+
+def test_new_node_id_looks_like_docker_ids() -> None:
+    ids = {pki.new_node_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(re.fullmatch(r"[0-9a-z]{25}", i) for i in ids)
+
+
+def test_new_key_pem_is_p256_pkcs8() -> None:
+    key_pem = pki.new_key_pem()
+    assert key_pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+    key = serialization.load_pem_private_key(key_pem, None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+    assert pki.new_key_pem() != key_pem
+
+
+def test_make_csr_proves_the_key_and_claims_nothing() -> None:
+    key_pem = pki.new_key_pem()
+    csr = x509.load_pem_x509_csr(pki.make_csr(key_pem))
+    assert csr.is_signature_valid
+    assert len(csr.subject) == 0
+    key = serialization.load_pem_private_key(key_pem, None)
+    assert pki.public_key_der(csr.public_key()) == pki.public_key_der(key.public_key())
+
+
+def test_identity_of_accepts_pem_der_and_parsed(worker: Node) -> None:
+    cert = x509.load_pem_x509_certificate(worker.cert_pem)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    idents = {pki.identity_of(worker.cert_pem), pki.identity_of(der), pki.identity_of(cert)}
+    assert len(idents) == 1
+    ident = idents.pop()
+    assert (ident.node_id, ident.role, ident.cluster_id) == ("worker1", "worker", "cluster1")
+    assert ident.not_before == cert.not_valid_before_utc
+    assert ident.not_after == cert.not_valid_after_utc
+    assert ident.not_after.tzinfo is not None
+
+
+def test_identity_of_rejects_certs_that_are_not_node_certs(root: RootCA) -> None:
+    with pytest.raises(ValueError, match="not a swarm node certificate: subject needs exactly one non-empty OU"):
+        pki.identity_of(root.cert_pem)
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "c"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "swarm-admin"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "n"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(root.certificate.not_valid_before_utc)
+        .not_valid_after(root.certificate.not_valid_after_utc)
+        .sign(key, hashes.SHA256())
+    )
+    with pytest.raises(ValueError, match="OU 'swarm-admin' is none of"):
+        pki.identity_of(cert)
+
+
+@dataclass
+class Handshake:
+    server_peer: pki.Identity | None = None
+    client_peer: pki.Identity | None = None
+    received: bytes = b""
+    server_error: Exception | None = None
+    client_error: Exception | None = None
+
+
+def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> Handshake:
+    """One TLS exchange over a socketpair: the server sends b"ok" to the client."""
+    result = Handshake()
+    server_sock, client_sock = socket.socketpair()
+    for sock in (server_sock, client_sock):
+        sock.settimeout(5)
+
+    def serve() -> None:
+        try:
+            tls = server_ctx.wrap_socket(server_sock, server_side=True)
+            result.server_peer = pki.peer_identity(tls)
+            tls.sendall(b"ok")
+        except (OSError, ValueError) as exc:
+            result.server_error = exc
+        finally:
+            # Wakes the client up at once if the handshake failed here.
+            server_sock.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        tls = client_ctx.wrap_socket(client_sock)
+        result.client_peer = pki.peer_identity(tls)
+        result.received = tls.recv(2)
+    except (OSError, ValueError) as exc:
+        result.client_error = exc
+    finally:
+        client_sock.close()
+        thread.join(10)
+        server_sock.close()
+    assert not thread.is_alive()
+    return result
+
+
+def test_mutual_tls_identifies_both_ends(manager: Node, worker: Node) -> None:
+    server = pki.server_context(manager.cert_pem, manager.key_pem, manager.ca_pem)
+    client = pki.client_context(worker.ca_pem, worker.cert_pem, worker.key_pem)
+    result = _handshake(server, client)
+    assert result.server_error is None and result.client_error is None
+    assert result.received == b"ok"
+    assert result.server_peer is not None and result.client_peer is not None
+    assert (result.server_peer.node_id, result.server_peer.role) == ("worker1", "worker")
+    assert (result.client_peer.node_id, result.client_peer.role) == ("manager1", "manager")
+
+
+def test_client_without_cert_connects_anonymously(manager: Node) -> None:
+    server = pki.server_context(manager.cert_pem, manager.key_pem, manager.ca_pem)
+    result = _handshake(server, pki.client_context(manager.ca_pem))
+    assert result.server_error is None and result.client_error is None
+    assert result.received == b"ok"
+    assert result.server_peer is None
+    assert result.client_peer is not None and result.client_peer.node_id == "manager1"
+
+
+def test_server_refuses_client_cert_from_another_ca(manager: Node, stranger_root: RootCA) -> None:
+    stranger = _node(stranger_root, "intruder", "manager")
+    server = pki.server_context(manager.cert_pem, manager.key_pem, manager.ca_pem)
+    # The intruder trusts our CA, so only the server's check can stop it.
+    client = pki.client_context(manager.ca_pem, stranger.cert_pem, stranger.key_pem)
+    result = _handshake(server, client)
+    assert isinstance(result.server_error, ssl.SSLError)
+    assert "certificate verify failed" in str(result.server_error)
+    assert result.server_peer is None
+    assert result.received == b""
+
+
+def test_client_refuses_server_cert_from_another_ca(worker: Node, stranger_root: RootCA) -> None:
+    impostor = _node(stranger_root, "manager1", "manager")
+    server = pki.server_context(impostor.cert_pem, impostor.key_pem, impostor.ca_pem)
+    client = pki.client_context(worker.ca_pem, worker.cert_pem, worker.key_pem)
+    result = _handshake(server, client)
+    assert isinstance(result.client_error, ssl.SSLCertVerificationError)
+    assert result.client_peer is None
+    assert result.received == b""
+
+
+def test_unverified_client_can_fetch_before_join(stranger_root: RootCA, worker: Node) -> None:
+    # Before joining a node has no CA; it connects blind and checks the digest after.
+    other = _node(stranger_root, "m9", "manager")
+    server = pki.server_context(other.cert_pem, other.key_pem, other.ca_pem)
+    result = _handshake(server, pki.client_context(None))
+    assert result.client_error is None
+    assert result.client_peer is not None and result.client_peer.node_id == "m9"
+
+
+def test_contexts_require_tls12_and_verification(manager: Node) -> None:
+    server = pki.server_context(manager.cert_pem, manager.key_pem, manager.ca_pem)
+    assert server.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert server.verify_mode == ssl.CERT_OPTIONAL
+    client = pki.client_context(manager.ca_pem)
+    assert client.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert client.verify_mode == ssl.CERT_REQUIRED
+    assert pki.client_context(None).verify_mode == ssl.CERT_NONE
+
+
+def test_client_context_needs_cert_and_key_together(worker: Node) -> None:
+    with pytest.raises(ValueError, match="both cert_pem and key_pem"):
+        pki.client_context(worker.ca_pem, worker.cert_pem)
+
+
+def test_peer_identity_of_nothing_is_none() -> None:
+    assert pki.peer_identity(None) is None
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_node_certs_save_and_load(tmp_path: Path, worker: Node) -> None:
+    assert pki.NodeCerts.load(tmp_path) is None
+    certs = pki.NodeCerts(worker.ca_pem, worker.cert_pem, worker.key_pem)
+    old_umask = os.umask(0)
+    try:
+        certs.save(tmp_path)
+    finally:
+        os.umask(old_umask)
+    cert_dir = tmp_path / "certificates"
+    assert sorted(p.name for p in cert_dir.iterdir()) == ["swarm-node.crt", "swarm-node.key", "swarm-root-ca.crt"]
+    assert _mode(cert_dir / "swarm-node.key") == 0o600
+    assert _mode(cert_dir / "swarm-node.crt") == 0o644
+    assert (cert_dir / "swarm-root-ca.crt").read_bytes() == worker.ca_pem
+    loaded = pki.NodeCerts.load(tmp_path)
+    assert loaded == certs
+    assert loaded.identity.node_id == "worker1"
+    assert "PRIVATE" not in repr(loaded)
+
+
+def test_node_certs_save_replaces_and_ignores_stale_tmp(tmp_path: Path, root: RootCA, worker: Node) -> None:
+    pki.NodeCerts(worker.ca_pem, worker.cert_pem, worker.key_pem).save(tmp_path)
+    cert_dir = tmp_path / "certificates"
+    # A world-readable leftover from an interrupted save must not leak its mode onto the key.
+    stale = cert_dir / ".swarm-node.key.tmp"
+    stale.write_bytes(b"junk")
+    stale.chmod(0o666)
+    renewed = _node(root, "worker1", "worker")
+    pki.NodeCerts(renewed.ca_pem, renewed.cert_pem, renewed.key_pem).save(tmp_path)
+    assert not stale.exists()
+    assert _mode(cert_dir / "swarm-node.key") == 0o600
+    assert pki.NodeCerts.load(tmp_path).key_pem == renewed.key_pem
+
+
+def test_node_certs_load_reports_partial_set(tmp_path: Path, worker: Node) -> None:
+    pki.NodeCerts(worker.ca_pem, worker.cert_pem, worker.key_pem).save(tmp_path)
+    (tmp_path / "certificates" / "swarm-node.key").unlink()
+    with pytest.raises(ValueError, match="incomplete node certificates .*missing swarm-node.key"):
+        pki.NodeCerts.load(tmp_path)
+
+
+def test_node_certs_load_reports_mismatched_key(tmp_path: Path, worker: Node) -> None:
+    pki.NodeCerts(worker.ca_pem, worker.cert_pem, pki.new_key_pem()).save(tmp_path)
+    with pytest.raises(ValueError, match="node key does not match the node certificate"):
+        pki.NodeCerts.load(tmp_path)
+
+
+def test_node_certs_load_reports_foreign_ca(tmp_path: Path, worker: Node, stranger_root: RootCA) -> None:
+    pki.NodeCerts(stranger_root.cert_pem, worker.cert_pem, worker.key_pem).save(tmp_path)
+    with pytest.raises(ValueError, match="node certificate was not issued by the root CA"):
+        pki.NodeCerts.load(tmp_path)
