@@ -1,0 +1,307 @@
+"""Typed tables in etcd, written with compare-and-swap, and a watched cache of them.
+
+Layout (every key under ``/swarm/`` so one watch sees every change):
+
+- ``/swarm/cluster``               the Swarm object (spec, join tokens, TLS info)
+- ``/swarm/ca``                    the signing CA (certificate and key), managers only
+- ``/swarm/services/<id>``         Service; ``/swarm/names/services/<name>`` -> id keeps names unique
+- ``/swarm/tasks/<id>``            Task
+- ``/swarm/nodes/<id>``            Node
+- ``/swarm/sessions/<node id>``    a worker's live session, held by a lease the dispatcher renews
+- ``/swarm/managers/<node id>``    a manager's API and etcd addresses, held by that manager's lease
+- ``/swarm/leader``                the leader's node ID, held by the leader's lease
+
+An object's ``Version.Index`` is its key's etcd ``mod_revision``: an update
+sends back the version it read and fails with :class:`Conflict` if anybody
+wrote in between, exactly as Docker's ``?version=`` parameter promises.
+"""
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..api.models import Node, Service, Swarm, Task, Wire
+from .etcd import (
+    CompactedError,
+    EtcdClient,
+    EtcdError,
+    KeyValue,
+    cmp_absent,
+    cmp_mod,
+    op_delete,
+    op_put,
+)
+
+log = logging.getLogger(__name__)
+
+ROOT = "/swarm/"
+CLUSTER_KEY = ROOT + "cluster"
+CA_KEY = ROOT + "ca"
+LEADER_KEY = ROOT + "leader"
+SESSIONS = ROOT + "sessions/"
+MANAGERS = ROOT + "managers/"
+SERVICE_NAMES = ROOT + "names/services/"
+
+TABLES: dict[type, str] = {Service: ROOT + "services/", Task: ROOT + "tasks/", Node: ROOT + "nodes/"}
+# etcd refuses transactions of more than 128 operations by default.
+MAX_TXN_OPS = 128
+
+M = TypeVar("M", bound=Wire)
+
+
+class Conflict(Exception):
+    """Somebody else wrote the object since it was read."""
+
+
+class NameConflict(Conflict):
+    pass
+
+
+def key_of(obj: Wire) -> str:
+    return TABLES[type(obj)] + obj.ID  # type: ignore[attr-defined]
+
+
+def decode(model: type[M], kv: KeyValue) -> M:
+    obj = model.model_validate_json(kv.value)
+    obj.Version.Index = kv.mod_revision  # type: ignore[attr-defined]
+    return obj
+
+
+def encode(obj: Wire) -> str:
+    return obj.model_dump_json(exclude_none=True)
+
+
+class Store:
+    """CRUD on the typed tables; every write is a compare-and-swap."""
+
+    def __init__(self, etcd: EtcdClient) -> None:
+        self.etcd = etcd
+
+    async def get(self, model: type[M], obj_id: str) -> M | None:
+        kv = await self.etcd.get(TABLES[model] + obj_id)
+        return decode(model, kv) if kv else None
+
+    async def list(self, model: type[M]) -> list[M]:
+        kvs, _ = await self.etcd.get_prefix(TABLES[model])
+        return [decode(model, kv) for kv in kvs]
+
+    async def get_cluster(self) -> Swarm | None:
+        kv = await self.etcd.get(CLUSTER_KEY)
+        return decode(Swarm, kv) if kv else None
+
+    async def put_cluster(self, cluster: Swarm, create: bool = False) -> Swarm:
+        guard = cmp_absent(CLUSTER_KEY) if create else cmp_mod(CLUSTER_KEY, cluster.Version.Index)
+        ok, rev, _ = await self.etcd.txn([guard], [op_put(CLUSTER_KEY, encode(cluster))])
+        if not ok:
+            raise Conflict("the swarm was updated by somebody else; read it again")
+        cluster.Version.Index = rev
+        return cluster
+
+    async def create(self, obj: M, extra: Sequence[dict[str, Any]] = ()) -> M:
+        """Create a new object; ``extra`` puts ride in the same transaction."""
+        key = key_of(obj)
+        compare = [cmp_absent(key)]
+        success = [op_put(key, encode(obj)), *extra]
+        if isinstance(obj, Service):
+            name_key = SERVICE_NAMES + obj.Spec.Name
+            compare.append(cmp_absent(name_key))
+            success.append(op_put(name_key, obj.ID))
+        ok, rev, _ = await self.etcd.txn(compare, success)
+        if not ok:
+            if isinstance(obj, Service):
+                raise NameConflict(f"service {obj.Spec.Name} already exists")
+            raise Conflict(f"{type(obj).__name__.lower()} {obj.ID} already exists")  # type: ignore[attr-defined]
+        obj.Version.Index = rev  # type: ignore[attr-defined]
+        return obj
+
+    async def update(self, obj: M, previous_name: str | None = None) -> M:
+        """Write ``obj`` if nobody changed it since its ``Version.Index`` was read."""
+        key = key_of(obj)
+        compare = [cmp_mod(key, obj.Version.Index)]  # type: ignore[attr-defined]
+        success = [op_put(key, encode(obj))]
+        if isinstance(obj, Service) and previous_name is not None and previous_name != obj.Spec.Name:
+            compare.append(cmp_absent(SERVICE_NAMES + obj.Spec.Name))
+            success += [op_delete(SERVICE_NAMES + previous_name), op_put(SERVICE_NAMES + obj.Spec.Name, obj.ID)]
+        ok, rev, _ = await self.etcd.txn(compare, success)
+        if not ok:
+            current = await self.etcd.get(SERVICE_NAMES + obj.Spec.Name) if isinstance(obj, Service) else None
+            if current is not None and current.value.decode() != obj.ID:
+                raise NameConflict(f"service {obj.Spec.Name} already exists")
+            raise Conflict(
+                f"update out of sequence: {type(obj).__name__.lower()} {obj.ID} "  # type: ignore[attr-defined]
+                f"was changed since version {obj.Version.Index}"  # type: ignore[attr-defined]
+            )
+        obj.Version.Index = rev  # type: ignore[attr-defined]
+        return obj
+
+    async def delete(self, obj: Wire, check_version: bool = True) -> None:
+        key = key_of(obj)
+        compare = [cmp_mod(key, obj.Version.Index)] if check_version else []  # type: ignore[attr-defined]
+        success = [op_delete(key)]
+        if isinstance(obj, Service):
+            success.append(op_delete(SERVICE_NAMES + obj.Spec.Name))
+        ok, _, _ = await self.etcd.txn(compare, success)
+        if not ok:
+            raise Conflict(f"{type(obj).__name__.lower()} {obj.ID} changed while being removed")  # type: ignore[attr-defined]
+
+    async def apply(
+        self, creates: Iterable[Wire] = (), updates: Iterable[Wire] = (), deletes: Iterable[Wire] = ()
+    ) -> int:
+        """Write many objects, each guarded by its own revision.
+
+        Batched into few transactions; a batch that fails its guards is
+        retried one object at a time so that one stale object does not hold
+        back the rest. Returns how many writes were refused as stale.
+        """
+        ops: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for obj in creates:
+            ops.append((cmp_absent(key_of(obj)), op_put(key_of(obj), encode(obj))))
+        for obj in updates:
+            ops.append((cmp_mod(key_of(obj), obj.Version.Index), op_put(key_of(obj), encode(obj))))  # type: ignore[attr-defined]
+        for obj in deletes:
+            ops.append((cmp_mod(key_of(obj), obj.Version.Index), op_delete(key_of(obj))))  # type: ignore[attr-defined]
+        refused = 0
+        for start in range(0, len(ops), MAX_TXN_OPS // 2):
+            chunk = ops[start : start + MAX_TXN_OPS // 2]
+            ok, _, _ = await self.etcd.txn([c for c, _ in chunk], [o for _, o in chunk])
+            if ok:
+                continue
+            for guard, op in chunk:
+                one_ok, _, _ = await self.etcd.txn([guard], [op])
+                refused += not one_ok
+        return refused
+
+    # ---------------------------------------------------------- raw records
+
+    async def get_json(self, key: str) -> dict[str, Any] | None:
+        kv = await self.etcd.get(key)
+        return json.loads(kv.value) if kv else None
+
+    async def put_json(self, key: str, value: dict[str, Any], lease: int = 0) -> None:
+        await self.etcd.put(key, json.dumps(value), lease=lease)
+
+
+@dataclass
+class Snapshot:
+    """What the cache holds; plain dicts keyed by ID."""
+
+    services: dict[str, Service] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    cluster: Swarm | None = None
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    managers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    leader: dict[str, Any] | None = None
+    # Indexes the dispatcher and the API need on every call.
+    tasks_by_service: dict[str, set[str]] = field(default_factory=dict)
+    tasks_by_node: dict[str, set[str]] = field(default_factory=dict)
+
+    def index_task(self, old: Task | None, new: Task | None) -> None:
+        if old is not None:
+            self.tasks_by_service.get(old.ServiceID, set()).discard(old.ID)
+            if old.NodeID:
+                self.tasks_by_node.get(old.NodeID, set()).discard(old.ID)
+        if new is not None:
+            self.tasks_by_service.setdefault(new.ServiceID, set()).add(new.ID)
+            if new.NodeID:
+                self.tasks_by_node.setdefault(new.NodeID, set()).add(new.ID)
+
+
+class Cache:
+    """A local copy of ``/swarm/``, kept current by one etcd watch.
+
+    The leader's loops and the dispatcher read from here instead of listing
+    etcd on every tick; ``barrier()`` makes a read at least as new as any
+    write acknowledged before it.
+    """
+
+    def __init__(self, etcd: EtcdClient) -> None:
+        self.etcd = etcd
+        self.state = Snapshot()
+        self.revision = 0
+        self._changed = asyncio.Condition()
+        self._ready = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._load()
+                async for batch in self.etcd.watch_prefix(ROOT, self.revision + 1):
+                    for event in batch.events:
+                        self._apply(event.kind, event.kv)
+                    await self._advance(max(self.revision, batch.revision))
+                log.warning("etcd watch ended at revision %d; reconnecting", self.revision)
+            except CompactedError as exc:
+                log.warning("cache fell behind a compaction (%s); reloading", exc)
+            except (EtcdError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("etcd watch failed at revision %d: %s; retrying", self.revision, exc)
+                await asyncio.sleep(0.5)
+            except Exception:  # the cache must outlive any single bad record
+                log.exception("cache watch loop failed at revision %d; reloading", self.revision)
+                await asyncio.sleep(0.5)
+
+    async def _load(self) -> None:
+        kvs, revision = await self.etcd.get_prefix(ROOT)
+        self.state = Snapshot()
+        for kv in kvs:
+            self._apply("put", kv)
+        await self._advance(revision)
+        self._ready.set()
+
+    def _apply(self, kind: str, kv: KeyValue) -> None:
+        key, state = kv.key, self.state
+        try:
+            for model, prefix in TABLES.items():
+                if key.startswith(prefix):
+                    table: dict[str, Any] = getattr(state, prefix[len(ROOT) : -1])
+                    obj_id = key[len(prefix) :]
+                    old = table.pop(obj_id, None)
+                    new = None if kind == "delete" else decode(model, kv)
+                    if new is not None:
+                        table[obj_id] = new
+                    if model is Task:
+                        state.index_task(old, new)
+                    return
+            if key == CLUSTER_KEY:
+                state.cluster = None if kind == "delete" else decode(Swarm, kv)
+            elif key == LEADER_KEY:
+                state.leader = None if kind == "delete" else json.loads(kv.value)
+            elif key.startswith(SESSIONS) or key.startswith(MANAGERS):
+                table = state.sessions if key.startswith(SESSIONS) else state.managers
+                obj_id = key.rsplit("/", 1)[1]
+                if kind == "delete":
+                    table.pop(obj_id, None)
+                else:
+                    table[obj_id] = json.loads(kv.value)
+        except ValueError:
+            log.exception("ignoring unreadable record %s at revision %d", key, kv.mod_revision)
+
+    async def _advance(self, revision: int) -> None:
+        async with self._changed:
+            self.revision = revision
+            self._changed.notify_all()
+
+    async def ready(self) -> None:
+        await self._ready.wait()
+
+    async def wait_change(self, after: int, timeout: float | None = None) -> int:
+        """Wait until the cache moves past revision ``after``; returns the new revision."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.revision > after), timeout)
+            except asyncio.TimeoutError:
+                pass
+            return self.revision
+
+    async def barrier(self, timeout: float = 2.0) -> None:
+        """Wait until the cache holds every write etcd had acknowledged when this was called."""
+        await self.ready()
+        target = await self.etcd.revision()
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.revision >= target), timeout)
+            except asyncio.TimeoutError:
+                log.warning("cache at revision %d did not reach %d within %.1fs", self.revision, target, timeout)
