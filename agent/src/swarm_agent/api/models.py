@@ -23,9 +23,42 @@ from .duration import SECOND, Duration
 class Wire(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, validate_assignment=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _as_go_decodes(cls, data: Any) -> Any:
+        """Read JSON the way the Engine's Go decoder does.
+
+        Go clients send nil maps and slices as null, which means "not given";
+        and Go matches field names case-insensitively when there is no exact
+        match (the Docker SDK for Python sends ``{"replicated": ...}``).
+        """
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        folded = _folded_names(cls)
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if value is None:
+                continue
+            name = key if key in fields else folded.get(key.lower(), key) if isinstance(key, str) else key
+            if name in out and name != key:
+                continue  # an exact match wins over a case-folded one
+            out[name] = value
+        return out
+
     def wire(self) -> dict[str, Any]:
         """The JSON shape Docker clients expect: omit what is unset."""
         return self.model_dump(mode="json", exclude_none=True, by_alias=True)
+
+
+_FOLDED: dict[type, dict[str, str]] = {}
+
+
+def _folded_names(cls: type[BaseModel]) -> dict[str, str]:
+    names = _FOLDED.get(cls)
+    if names is None:
+        names = _FOLDED[cls] = {name.lower(): name for name in cls.model_fields}
+    return names
 
 
 def now() -> str:

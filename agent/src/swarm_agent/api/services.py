@@ -1,0 +1,156 @@
+"""``/services``: create, list (with ``status=true`` counts), inspect, update with ``version``, remove."""
+
+from aiohttp import web
+
+from ..api.models import Service, ServiceEndpoint, ServiceSpec, ServiceTaskCounts, TaskState, now
+from ..pki import new_node_id
+from ..store.state import Conflict as StoreConflict
+from ..store.state import NameConflict
+from .app import Route, agent_of, json_response, query_bool, query_version, read_model
+from .errors import BadRequest, Conflict
+from .filters import match_label, parse_filters
+from .lookup import resolve
+
+
+def find_service(services: dict[str, Service], ref: str) -> Service:
+    return resolve("service", ref, services.values(), lambda s: s.ID, lambda s: [s.Spec.Name])
+
+
+def endpoint_for(spec: ServiceSpec) -> ServiceEndpoint:
+    return ServiceEndpoint(Spec=spec.EndpointSpec, Ports=[p for p in spec.EndpointSpec.Ports or [] if p.PublishedPort])
+
+
+def check_supported(spec: ServiceSpec) -> None:
+    """Refuse what this cluster cannot run yet, before anything is stored, rather than store a service that never runs."""
+    if spec.Mode.is_job:
+        raise BadRequest(f"Mode.{spec.Mode.kind}: job services are not supported by this cluster yet")
+    networks = [n.Target for n in (spec.TaskTemplate.Networks or []) + (spec.Networks or [])]
+    if networks:
+        raise BadRequest(f"network {networks[0]} not found: this cluster has no overlay networks yet")
+    container = spec.TaskTemplate.ContainerSpec
+    for secret in container.Secrets or []:
+        raise BadRequest(f"secret {secret.SecretName or secret.SecretID} not found")
+    for config in container.Configs or []:
+        raise BadRequest(f"config {config.ConfigName or config.ConfigID} not found")
+
+
+def with_status(service: Service, request: web.Request) -> Service:
+    """Fill ServiceStatus as Docker does for ``status=true``: running tasks on live nodes, and the desired count."""
+    state = agent_of(request).require_manager().cache.state
+    tasks = [state.tasks[t] for t in state.tasks_by_service.get(service.ID, ())]
+    ready_nodes = {n.ID for n in state.nodes.values() if n.Status.State == "ready"}
+    running = sum(
+        1
+        for t in tasks
+        if t.Status.State == TaskState.RUNNING and t.DesiredState == TaskState.RUNNING and t.NodeID in ready_nodes
+    )
+    mode = service.Spec.Mode
+    if mode.Replicated is not None:
+        desired = mode.Replicated.Replicas
+    else:
+        desired = sum(1 for t in tasks if t.DesiredState.rank <= TaskState.RUNNING.rank)
+    completed = sum(1 for t in tasks if t.Status.State == TaskState.COMPLETE)
+    out = service.model_copy()
+    out.ServiceStatus = ServiceTaskCounts(RunningTasks=running, DesiredTasks=desired, CompletedTasks=completed)
+    return out
+
+
+async def list_services(request: web.Request) -> web.Response:
+    mgr = agent_of(request).require_manager()
+    filters = parse_filters(request.query.get("filters"), {"id", "name", "label", "mode"})
+    status = query_bool(request, "status")
+    await mgr.cache.barrier()
+    out = []
+    for svc in mgr.cache.state.services.values():
+        if "id" in filters and not any(svc.ID.startswith(v) for v in filters["id"]):
+            continue
+        if "name" in filters and not any(svc.Spec.Name.startswith(v) for v in filters["name"]):
+            continue
+        if "label" in filters and not match_label(svc.Spec.Labels or {}, filters["label"]):
+            continue
+        if "mode" in filters and ("global" if svc.Spec.Mode.is_global else "replicated") not in filters["mode"]:
+            continue
+        out.append((with_status(svc, request) if status else svc).wire())
+    out.sort(key=lambda s: s["Spec"]["Name"])
+    return json_response(out)
+
+
+async def inspect_service(request: web.Request) -> web.Response:
+    mgr = agent_of(request).require_manager()
+    await mgr.cache.barrier()
+    return json_response(find_service(mgr.cache.state.services, request.match_info["id"]).wire())
+
+
+async def create_service(request: web.Request) -> web.Response:
+    mgr = agent_of(request).require_manager()
+    spec: ServiceSpec = await read_model(request, ServiceSpec, "service spec")
+    check_supported(spec)
+    service_id = new_node_id()
+    if not spec.Name:
+        spec.Name = f"service-{service_id[:8]}"
+    service = Service(ID=service_id, Spec=spec, Endpoint=endpoint_for(spec))
+    try:
+        await mgr.store.create(service)
+    except NameConflict:
+        raise Conflict(f"service {spec.Name} already exists: name conflicts with an existing object") from None
+    mgr.log_event("service created", service=service.ID, name=spec.Name)
+    return json_response({"ID": service.ID, "Warnings": None}, status=201)
+
+
+async def update_service(request: web.Request) -> web.Response:
+    mgr = agent_of(request).require_manager()
+    version = query_version(request)
+    rollback = request.query.get("rollback", "")
+    if rollback not in ("", "previous"):
+        raise BadRequest(f"invalid rollback value {rollback!r}: only 'previous' is allowed")
+    spec: ServiceSpec = await read_model(request, ServiceSpec, "service spec")
+    await mgr.cache.barrier()
+    current = find_service(mgr.cache.state.services, request.match_info["id"])
+    if rollback:
+        if current.PreviousSpec is None:
+            raise BadRequest(f"service {current.Spec.Name} does not have a previous spec to roll back to")
+        spec = current.PreviousSpec
+    if not spec.Name:
+        spec.Name = current.Spec.Name
+    if spec.Mode.kind != current.Spec.Mode.kind:
+        raise BadRequest(f"service mode change is not allowed ({current.Spec.Mode.kind} to {spec.Mode.kind})")
+    check_supported(spec)
+    updated = current.model_copy(deep=True)
+    updated.Version.Index = version
+    if spec != current.Spec:
+        updated.PreviousSpec = current.Spec
+    updated.Spec = spec
+    updated.Endpoint = endpoint_for(spec)
+    updated.UpdatedAt = now()
+    try:
+        await mgr.store.update(updated, previous_name=current.Spec.Name)
+    except NameConflict:
+        raise Conflict(f"service {spec.Name} already exists: name conflicts with an existing object") from None
+    except StoreConflict:
+        raise Conflict(
+            f"update out of sequence: service {current.Spec.Name} is at version {current.Version.Index}, "
+            f"the update was based on version {version}"
+        ) from None
+    mgr.log_event("service updated", service=current.ID, name=spec.Name, version=updated.Version.Index)
+    return json_response({"Warnings": None})
+
+
+async def remove_service(request: web.Request) -> web.Response:
+    mgr = agent_of(request).require_manager()
+    await mgr.cache.barrier()
+    service = find_service(mgr.cache.state.services, request.match_info["id"])
+    try:
+        await mgr.store.delete(service, check_version=False)
+    except StoreConflict:
+        raise Conflict(f"service {service.Spec.Name} changed while being removed; try again") from None
+    mgr.log_event("service removed", service=service.ID, name=service.Spec.Name)
+    return web.Response(status=200)
+
+
+ROUTES = [
+    Route("GET", "/services", list_services, "manager"),
+    Route("POST", "/services/create", create_service, "manager"),
+    Route("GET", "/services/{id}", inspect_service, "manager"),
+    Route("POST", "/services/{id}/update", update_service, "manager"),
+    Route("DELETE", "/services/{id}", remove_service, "manager"),
+]

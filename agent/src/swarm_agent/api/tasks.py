@@ -1,0 +1,81 @@
+"""``/tasks``: list with Docker's filters, and inspect."""
+
+from aiohttp import web
+
+from .app import Route, agent_of, json_response
+from .errors import BadRequest, NotFound
+from .filters import match_label, parse_filters
+from .models import Task, TaskState
+from .nodes import find_node
+from .services import find_service
+
+_DESIRED = {"running": {TaskState.RUNNING, TaskState.READY}, "shutdown": {TaskState.SHUTDOWN, TaskState.REMOVE},
+            "accepted": {TaskState.ACCEPTED}}
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    mgr = agent_of(request).require_manager()
+    filters = parse_filters(
+        request.query.get("filters"), {"id", "name", "service", "node", "desired-state", "label", "_up-to-date"}
+    )
+    for value in filters.get("desired-state", []):
+        if value not in _DESIRED:
+            raise BadRequest(f"invalid filter 'desired-state={value}' (want running, shutdown or accepted)")
+    await mgr.cache.barrier()
+    state = mgr.cache.state
+    candidates: list[Task]
+    if "service" in filters:
+        ids: set[str] = set()
+        for ref in filters["service"]:
+            try:
+                ids |= state.tasks_by_service.get(find_service(state.services, ref).ID, set())
+            except NotFound:
+                # Tasks of a removed service can still be listed by its ID.
+                ids |= state.tasks_by_service.get(ref, set())
+        candidates = [state.tasks[i] for i in ids if i in state.tasks]
+    else:
+        candidates = list(state.tasks.values())
+    if "node" in filters:
+        node_ids = set()
+        for ref in filters["node"]:
+            try:
+                node_ids.add(find_node(state.nodes, ref).ID)
+            except NotFound:
+                node_ids.add(ref)
+        candidates = [t for t in candidates if t.NodeID in node_ids]
+    out = []
+    for task in candidates:
+        if "id" in filters and not any(task.ID.startswith(v) for v in filters["id"]):
+            continue
+        if "name" in filters and not any(task.Name.startswith(v) for v in filters["name"]):
+            continue
+        if "desired-state" in filters and not any(task.DesiredState in _DESIRED[v] for v in filters["desired-state"]):
+            continue
+        if "label" in filters and not match_label(task.Labels, filters["label"]):
+            continue
+        if "_up-to-date" in filters:
+            service = state.services.get(task.ServiceID)
+            if service is None or task.Spec != service.Spec.TaskTemplate:
+                continue
+        out.append(task.wire())
+    out.sort(key=lambda t: (t["ServiceID"], t.get("Slot") or 0, t["CreatedAt"]))
+    return json_response(out)
+
+
+async def inspect_task(request: web.Request) -> web.Response:
+    mgr = agent_of(request).require_manager()
+    await mgr.cache.barrier()
+    ref = request.match_info["id"]
+    task = mgr.cache.state.tasks.get(ref)
+    if task is None:
+        matches = [t for t in mgr.cache.state.tasks.values() if t.ID.startswith(ref)]
+        if len(matches) != 1:
+            raise NotFound(f"task {ref} not found" if not matches else f"task {ref} is ambiguous")
+        task = matches[0]
+    return json_response(task.wire())
+
+
+ROUTES = [
+    Route("GET", "/tasks", list_tasks, "manager"),
+    Route("GET", "/tasks/{id}", inspect_task, "manager"),
+]
