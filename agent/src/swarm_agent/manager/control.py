@@ -1,0 +1,126 @@
+"""The leader's control loop: node liveness, orchestration and scheduling, one tick at a time.
+
+Each tick reads the watched cache, decides with the pure orchestrator and
+scheduler, and writes back with compare-and-swap. A write refused because
+somebody changed the object meanwhile is simply decided again on the next
+tick, which the change itself triggers.
+"""
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ..api.models import Node, NodeStatus, Task, TaskState, TaskStatus, now
+from ..pki import new_node_id
+from .orchestrator import reconcile
+from .scheduler import schedule
+
+if TYPE_CHECKING:
+    from .manager import Manager
+
+log = logging.getLogger(__name__)
+
+# Swarm batches scheduling for 50 ms so a burst of changes is decided at once.
+BATCH_WINDOW = 0.05
+# Time passes even when nothing is written (restart delays, update delays).
+IDLE_TICK = 1.0
+
+
+class ControlLoop:
+    def __init__(self, manager: "Manager") -> None:
+        self.mgr = manager
+
+    async def run(self) -> None:
+        cache = self.mgr.cache
+        await cache.barrier()
+        revision = cache.revision
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                # One bad tick must not end leadership; the next change retries.
+                log.exception("control loop tick failed at revision %d", cache.revision)
+                await asyncio.sleep(0.5)
+            revision = await cache.wait_change(revision, timeout=IDLE_TICK)
+            await asyncio.sleep(BATCH_WINDOW)
+            revision = cache.revision
+
+    async def tick(self) -> None:
+        await self.check_liveness()
+        await self.orchestrate()
+        await self.place()
+
+    async def check_liveness(self) -> None:
+        """A node is ready while its session lease lives; Down once it expires."""
+        state = self.mgr.cache.state
+        changed: list[Node] = []
+        for node in state.nodes.values():
+            alive = node.ID in state.sessions
+            if node.Status.State == "ready" and not alive:
+                updated = node.model_copy(deep=True)
+                updated.Status = NodeStatus(State="down", Message="heartbeat failure", Addr=node.Status.Addr)
+                changed.append(updated)
+                log.warning("node %s (%s) is down: its session expired", node.ID, node.Description.Hostname)
+            elif node.Status.State != "ready" and alive:
+                updated = node.model_copy(deep=True)
+                updated.Status = NodeStatus(State="ready", Addr=node.Status.Addr)
+                changed.append(updated)
+                log.info("node %s (%s) is ready again", node.ID, node.Description.Hostname)
+        for node in changed:
+            node.UpdatedAt = now()
+        if changed:
+            await self.mgr.store.apply(updates=changed)
+
+    async def orchestrate(self) -> None:
+        state = self.mgr.cache.state
+        limit = state.cluster.Spec.Orchestration.TaskHistoryRetentionLimit if state.cluster else 5
+        plan = reconcile(
+            list(state.services.values()),
+            list(state.tasks.values()),
+            list(state.nodes.values()),
+            history_limit=limit,
+            now=time.time(),
+            new_id=new_node_id,
+        )
+        if plan.empty():
+            return
+        deletes = [state.tasks[i] for i in plan.delete if i in state.tasks]
+        refused = await self.mgr.store.apply(creates=plan.create, updates=plan.update, deletes=deletes)
+        log.info(
+            "orchestrator: %d tasks created, %d updated, %d removed%s",
+            len(plan.create),
+            len(plan.update),
+            len(deletes),
+            f" ({refused} stale, retried next tick)" if refused else "",
+        )
+
+    async def place(self) -> None:
+        state = self.mgr.cache.state
+        pending = [
+            t
+            for t in state.tasks.values()
+            if t.Status.State in (TaskState.NEW, TaskState.PENDING) and t.DesiredState.rank <= TaskState.RUNNING.rank
+        ]
+        if not pending:
+            return
+        decisions = schedule(pending, list(state.nodes.values()), list(state.tasks.values()), state.services)
+        writes: list[Task] = []
+        for decision in decisions:
+            task = state.tasks[decision.task_id]
+            if decision.node_id is not None:
+                updated = task.model_copy(deep=True)
+                updated.NodeID = decision.node_id
+                updated.Status = TaskStatus(State=TaskState.ASSIGNED, Message="scheduler assigned task to node")
+            elif task.Status.State != TaskState.PENDING or task.Status.Err != decision.reason:
+                updated = task.model_copy(deep=True)
+                updated.Status = TaskStatus(State=TaskState.PENDING, Message="pending task scheduling", Err=decision.reason)
+            else:
+                continue
+            updated.UpdatedAt = now()
+            writes.append(updated)
+        if writes:
+            refused = await self.mgr.store.apply(updates=writes)
+            placed = sum(1 for t in writes if t.Status.State == TaskState.ASSIGNED)
+            log.info("scheduler: %d tasks assigned, %d pending%s", placed, len(writes) - placed,
+                     f" ({refused} stale)" if refused else "")

@@ -1,0 +1,236 @@
+"""The dispatcher: joins, worker sessions, heartbeats, assignments and status reports (``/swarmd/``).
+
+Every manager serves it. A session's liveness is an etcd lease on
+``/swarm/sessions/<node id>`` that each heartbeat renews, so whichever
+manager a worker talks to, the leader sees the node go quiet when the lease
+expires, and a worker that fails over to another manager keeps its lease.
+"""
+
+import hashlib
+import json
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from .. import tokens
+from ..api.app import Route, agent_of, caller_of, json_response, read_model
+from ..api.errors import ApiError, BadRequest, Forbidden, NotFound
+from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, TaskStatus, now
+from ..store.state import SESSIONS, Conflict
+
+if TYPE_CHECKING:
+    from .manager import Manager
+
+log = logging.getLogger(__name__)
+
+REMOVED = "/swarm/removed/"
+
+
+class JoinBody(BaseModel):
+    token: str = Field(min_length=1)
+    csr: str = Field(min_length=1)
+    hostname: str = ""
+    advertise_addr: str = ""  # empty: the address the request came from
+    availability: str = "active"
+
+
+class RenewBody(BaseModel):
+    csr: str = Field(min_length=1)
+
+
+class SessionBody(BaseModel):
+    description: NodeDescription
+
+
+class HeartbeatBody(BaseModel):
+    lease: int
+
+
+class StatusUpdate(BaseModel):
+    ID: str
+    Status: TaskStatus
+
+
+class StatusBody(BaseModel):
+    updates: list[StatusUpdate]
+
+
+def manager_of(request: web.Request) -> "Manager":
+    return agent_of(request).require_manager()
+
+
+def node_of(request: web.Request) -> str:
+    identity = caller_of(request).identity
+    if identity is None:
+        raise Forbidden("worker routes need the node's certificate")
+    return identity.node_id
+
+
+async def get_ca(request: web.Request) -> web.Response:
+    return json_response({"ca": manager_of(request).root_ca.cert_pem.decode()})
+
+
+async def join(request: web.Request) -> web.Response:
+    mgr = manager_of(request)
+    body: JoinBody = await read_model(request, JoinBody, "join request")
+    cluster = await mgr.store.get_cluster()
+    assert cluster is not None
+    try:
+        presented = tokens.parse_token(body.token)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    if presented.digest != mgr.root_ca.digest:
+        raise Forbidden("the join token was not issued for this swarm's root CA")
+    if tokens.same_secret(body.token, cluster.JoinTokens.Manager):
+        role = "manager"
+    elif tokens.same_secret(body.token, cluster.JoinTokens.Worker):
+        role = "worker"
+    else:
+        raise Forbidden("invalid join token: it does not match this swarm's current worker or manager token")
+    if body.availability not in ("active", "pause", "drain"):
+        raise BadRequest(f"invalid availability {body.availability!r}")
+    peer_ip = request.transport.get_extra_info("peername")[0] if request.transport else ""
+    result = await mgr.admit(
+        role=role,
+        csr_pem=body.csr.encode(),
+        hostname=body.hostname,
+        advertise_addr=body.advertise_addr or peer_ip,
+        availability=body.availability,
+    )
+    return json_response(result)
+
+
+async def renew(request: web.Request) -> web.Response:
+    """A fresh certificate for a node, in the role its spec now names (promotion, demotion, renewal)."""
+    mgr = manager_of(request)
+    node_id = node_of(request)
+    body: RenewBody = await read_model(request, RenewBody, "certificate request")
+    node = await mgr.store.get(Node, node_id)
+    if node is None:
+        raise NotFound(f"node {node_id} is not part of this swarm")
+    role = node.Spec.Role
+    cert = await mgr.sign(body.csr.encode(), node_id=node_id, role=role, ip=node.Status.Addr)
+    result = mgr.credentials(node_id, role, cert)
+    if role == "manager" and caller_of(request).role == "worker":
+        result["etcd_initial_cluster"] = await mgr.add_member(node_id, node.Status.Addr)
+    log.info("issued a %s certificate to node %s", role, node_id)
+    return json_response(result)
+
+
+async def open_session(request: web.Request) -> web.Response:
+    mgr = manager_of(request)
+    node_id = node_of(request)
+    body: SessionBody = await read_model(request, SessionBody, "session request")
+    if await mgr.store.get_json(REMOVED + node_id) is not None:
+        raise Forbidden(f"node {node_id} was removed from the swarm; join it again with a token")
+    peer_ip = request.transport.get_extra_info("peername")[0] if request.transport else ""
+    period = await mgr.heartbeat_period()
+    lease = await mgr.store.etcd.lease_grant(max(2, math.ceil(3 * period)))
+    await mgr.store.put_json(SESSIONS + node_id, {"manager": mgr.node_id, "since": now(), "addr": peer_ip}, lease=lease)
+    for _ in range(5):
+        node = await mgr.store.get(Node, node_id)
+        if node is None:
+            raise NotFound(f"node {node_id} is not part of this swarm")
+        node.Description = body.description
+        node.Status = NodeStatus(State="ready", Addr=node.Status.Addr or peer_ip)
+        node.UpdatedAt = now()
+        try:
+            await mgr.store.update(node)
+            break
+        except Conflict:
+            continue
+    log.info("node %s opened a session with manager %s (lease %x)", node_id, mgr.node_id, lease)
+    return json_response({"lease": lease, "heartbeat_period": period, "managers": mgr.manager_addrs()})
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    mgr = manager_of(request)
+    node_of(request)
+    body: HeartbeatBody = await read_model(request, HeartbeatBody, "heartbeat")
+    ttl = await mgr.store.etcd.lease_keepalive(body.lease)
+    if ttl <= 0:
+        raise ApiError("session expired: open a new one", status=410)
+    return json_response({"heartbeat_period": await mgr.heartbeat_period()})
+
+
+def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
+    state = mgr.cache.state
+    tasks = [state.tasks[t].wire() for t in sorted(state.tasks_by_node.get(node_id, ())) if t in state.tasks]
+    node = state.nodes.get(node_id)
+    services = {t["ServiceID"]: state.services[t["ServiceID"]].Spec.Name for t in tasks if t["ServiceID"] in state.services}
+    return {
+        "tasks": tasks,
+        "services": services,
+        "managers": mgr.manager_addrs(),
+        "node": (node.Spec if node else NodeSpec()).wire(),
+    }
+
+
+async def assignments(request: web.Request) -> web.StreamResponse:
+    """A stream of the node's full assignment set, one JSON document per line, sent whenever it changes."""
+    mgr = manager_of(request)
+    node_id = node_of(request)
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    last_digest = ""
+    revision = 0
+    period = await mgr.heartbeat_period()
+    try:
+        while mgr.running:
+            message = _assignment(mgr, node_id)
+            encoded = json.dumps(message, sort_keys=True)
+            digest = hashlib.sha256(encoded.encode()).hexdigest()
+            if digest != last_digest:
+                await response.write(encoded.encode() + b"\n")
+                last_digest = digest
+            else:
+                # An empty line now and then tells both ends the stream is alive.
+                await response.write(b"\n")
+            revision = await mgr.cache.wait_change(revision, timeout=period)
+    except (ConnectionError, aiohttp.ClientConnectionResetError):
+        log.info("node %s closed its assignment stream", node_id)
+    return response
+
+
+async def report_status(request: web.Request) -> web.Response:
+    """Record what a worker observed; a task's state never moves backwards, and only its own node may report it."""
+    mgr = manager_of(request)
+    node_id = node_of(request)
+    body: StatusBody = await read_model(request, StatusBody, "status report")
+    accepted = 0
+    for update in body.updates:
+        for _ in range(5):
+            task = mgr.cache.state.tasks.get(update.ID)
+            if task is None:
+                break
+            if task.NodeID != node_id:
+                raise Forbidden(f"task {update.ID} is not assigned to node {node_id}")
+            if update.Status.State.rank < task.Status.State.rank or update.Status == task.Status:
+                break
+            changed = task.model_copy()
+            changed.Status = update.Status
+            changed.UpdatedAt = now()
+            try:
+                await mgr.store.update(changed)
+                accepted += 1
+                log.info("task %s on node %s is %s %s", task.ID, node_id, update.Status.State.value, update.Status.Err or "")
+                break
+            except Conflict:
+                # Our cache was behind: read the task afresh and decide again.
+                await mgr.cache.barrier()
+    return json_response({"accepted": accepted})
+
+
+ROUTES = [
+    Route("GET", "/swarmd/ca", get_ca, "public"),
+    Route("POST", "/swarmd/join", join, "public"),
+    Route("POST", "/swarmd/renew", renew, "node"),
+    Route("POST", "/swarmd/session", open_session, "node"),
+    Route("POST", "/swarmd/heartbeat", heartbeat, "node"),
+    Route("GET", "/swarmd/assignments", assignments, "node"),
+    Route("POST", "/swarmd/status", report_status, "node"),
+]

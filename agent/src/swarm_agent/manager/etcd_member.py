@@ -1,0 +1,143 @@
+"""This manager's etcd member: started, watched and restarted by the agent.
+
+A member that is already serving (the agent restarted, etcd did not) is
+adopted rather than started twice; its data directory is the agent's own.
+"""
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+CLIENT_PORT = 2379
+PEER_PORT = 2380
+
+
+def peer_url(ip: str) -> str:
+    return f"http://{ip}:{PEER_PORT}"
+
+
+def client_url(ip: str) -> str:
+    return f"http://{ip}:{CLIENT_PORT}"
+
+
+class EtcdMember:
+    def __init__(self, data_dir: Path, name: str, ip: str, binary: str = "etcd") -> None:
+        self.dir = data_dir
+        self.name = name
+        self.ip = ip
+        self.binary = binary
+        self.local_url = client_url("127.0.0.1")
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "etcd.pid"
+
+    async def healthy(self) -> bool:
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(self.local_url + "/health", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    return resp.status == 200 and (await resp.json(content_type=None)).get("health") == "true"
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return False
+
+    def _adoptable_pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    async def start(self, initial_cluster: str | None = None, state: str = "new") -> None:
+        """Start the member (or adopt a running one) and wait until it serves."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self._adoptable_pid() is not None and await self.healthy():
+            log.info("adopted running etcd member %s (pid %s)", self.name, self.pidfile.read_text().strip())
+        else:
+            self._spawn(initial_cluster or f"{self.name}={peer_url(self.ip)}", state)
+        self._supervisor = asyncio.create_task(self._supervise(), name="etcd-supervisor")
+        # A member joining an existing cluster only turns healthy once it has caught up.
+        for _ in range(600):
+            if await self.healthy():
+                return
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"etcd exited with {self._proc.returncode}; see {self.dir / 'etcd.log'}")
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"etcd did not become healthy within 60 s; see {self.dir / 'etcd.log'}")
+
+    def _spawn(self, initial_cluster: str, state: str) -> None:
+        argv = [
+            self.binary,
+            "--name", self.name,
+            "--data-dir", str(self.dir / "data"),
+            "--listen-client-urls", f"{self.local_url},{client_url(self.ip)}",
+            "--advertise-client-urls", client_url(self.ip),
+            "--listen-peer-urls", peer_url(self.ip),
+            "--initial-advertise-peer-urls", peer_url(self.ip),
+            "--initial-cluster", initial_cluster,
+            "--initial-cluster-state", state,
+            "--heartbeat-interval", "100",
+            "--election-timeout", "1000",
+            "--auto-compaction-mode", "revision",
+            "--auto-compaction-retention", "10000",
+            "--quota-backend-bytes", str(4 * 1024**3),
+        ]
+        log_file = open(self.dir / "etcd.log", "ab")
+        # Its own session: a signal to the agent's process group must not take etcd down with it.
+        self._proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        log_file.close()
+        self.pidfile.write_text(str(self._proc.pid))
+        log.info("started etcd member %s (pid %d, peers %s)", self.name, self._proc.pid, initial_cluster)
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while not self._stopping:
+            await asyncio.sleep(1)
+            if self._proc is not None and self._proc.poll() is None:
+                failures = 0
+                continue
+            if self._proc is None and self._adoptable_pid() is not None:
+                continue
+            if self._stopping:
+                return
+            failures += 1
+            log.warning("etcd member %s is not running; restarting it (attempt %d)", self.name, failures)
+            # With its data directory present, etcd ignores the initial-cluster flags and rejoins as itself.
+            self._spawn(f"{self.name}={peer_url(self.ip)}", "existing")
+            await asyncio.sleep(min(30, 2**failures))
+
+    async def stop(self, wipe: bool = False) -> None:
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        pid = self._proc.pid if self._proc is not None else self._adoptable_pid()
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            for _ in range(50):
+                if self._proc is not None and self._proc.poll() is not None:
+                    break
+                if self._proc is None and self._adoptable_pid() is None:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.pidfile.unlink(missing_ok=True)
+        if wipe:
+            subprocess.run(["rm", "-rf", str(self.dir)], check=False)
+        log.info("stopped etcd member %s%s", self.name, " and removed its data" if wipe else "")

@@ -1,0 +1,258 @@
+"""A manager: its etcd member, the watched cache, the signing CA, leader election and the leader's control loop.
+
+Every manager serves the API and the dispatcher; only the one holding the
+leader lease runs the control loop. Each manager also keeps a record of its
+addresses under a lease of its own, which is how the others (and
+``docker node ls``) know it is reachable.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from .. import pki
+from ..api.errors import BadRequest
+from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus
+from ..store.etcd import EtcdClient, EtcdError, cmp_absent, op_put
+from ..store.state import CA_KEY, LEADER_KEY, MANAGERS, Cache, Store
+from .ca import RootCA
+from .control import ControlLoop
+from .etcd_member import EtcdMember, client_url, peer_url
+
+log = logging.getLogger(__name__)
+
+LEADER_TTL = 3  # seconds: how long a dead leader can hold the cluster up
+MANAGER_TTL = 5
+
+
+class Manager:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        cluster_id: str,
+        advertise_ip: str,
+        api_port: int,
+        etcd: EtcdClient,
+        member: EtcdMember | None,
+    ) -> None:
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.advertise_ip = advertise_ip
+        self.api_port = api_port
+        self.member = member
+        self.store = Store(etcd)
+        self.cache = Cache(etcd)
+        self.root_ca: RootCA
+        self.running = False
+        self.is_leader = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._control: ControlLoop | None = None
+        self._record_lease = 0
+
+    @property
+    def api_addr(self) -> str:
+        return f"{self.advertise_ip}:{self.api_port}"
+
+    def log_event(self, what: str, **fields: Any) -> None:
+        log.info("%s %s", what, " ".join(f"{k}={v}" for k, v in fields.items()))
+
+    async def start(self) -> None:
+        record = await self.store.get_json(CA_KEY)
+        if record is None:
+            raise RuntimeError("the store holds no root CA: this etcd does not belong to an initialised swarm")
+        self.root_ca = RootCA.from_pem(record["cert"].encode(), record["key"].encode())
+        self.running = True
+        self._tasks = [
+            asyncio.create_task(self.cache.run(), name="cache"),
+            asyncio.create_task(self._advertise(), name="manager-record"),
+            asyncio.create_task(self._campaign(), name="election"),
+        ]
+        await self.cache.ready()
+        log.info("manager %s started (api %s)", self.node_id, self.api_addr)
+
+    async def stop(self) -> None:
+        self.running = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._record_lease:
+            # Others see this manager gone at once rather than when the lease runs out.
+            with contextlib.suppress(EtcdError):
+                await self.store.etcd.lease_revoke(self._record_lease)
+        await self.store.etcd.close()
+
+    # ------------------------------------------------------------- records
+
+    def manager_addrs(self) -> list[str]:
+        addrs = [m["api_addr"] for m in self.cache.state.managers.values() if "api_addr" in m]
+        return sorted(set(addrs) | {self.api_addr})
+
+    async def heartbeat_period(self) -> float:
+        cluster = self.cache.state.cluster or await self.store.get_cluster()
+        return (cluster.Spec.Dispatcher.HeartbeatPeriod if cluster else 5_000_000_000) / 1e9
+
+    async def _advertise(self) -> None:
+        """Keep this manager's record alive; it vanishes with the lease when the agent dies."""
+        record = {
+            "api_addr": self.api_addr,
+            "etcd_client": client_url(self.advertise_ip),
+            "etcd_peer": peer_url(self.advertise_ip),
+        }
+        while True:
+            lease = self._record_lease
+            try:
+                if not lease or await self.store.etcd.lease_keepalive(lease) <= 0:
+                    self._record_lease = await self.store.etcd.lease_grant(MANAGER_TTL)
+                    await self.store.put_json(MANAGERS + self.node_id, record, lease=self._record_lease)
+                self._learn_endpoints()
+            except EtcdError as exc:
+                log.warning("manager %s could not renew its record: %s", self.node_id, exc)
+                self._record_lease = 0
+            await asyncio.sleep(1)
+
+    def _learn_endpoints(self) -> None:
+        """Let the etcd client fail over to the other managers' members."""
+        urls = [m["etcd_client"] for m in self.cache.state.managers.values() if "etcd_client" in m]
+        etcd = self.store.etcd
+        for url in urls:
+            if url not in etcd.endpoints:
+                etcd.endpoints.append(url)
+
+    # ------------------------------------------------------------ election
+
+    async def _campaign(self) -> None:
+        while True:
+            try:
+                lease = await self.store.etcd.lease_grant(LEADER_TTL)
+                won, _, _ = await self.store.etcd.txn(
+                    [cmp_absent(LEADER_KEY)],
+                    [op_put(LEADER_KEY, json.dumps({"node_id": self.node_id, "api_addr": self.api_addr}), lease)],
+                )
+                if won:
+                    await self._lead(lease)
+                else:
+                    await self.store.etcd.lease_revoke(lease)
+                    await self._wait_for_vacancy()
+            except EtcdError as exc:
+                log.warning("manager %s: election round failed: %s", self.node_id, exc)
+                await asyncio.sleep(0.5)
+
+    async def _wait_for_vacancy(self) -> None:
+        revision = self.cache.revision
+        while self.cache.state.leader is not None:
+            revision = await self.cache.wait_change(revision, timeout=LEADER_TTL)
+
+    async def _lead(self, lease: int) -> None:
+        log.info("manager %s is now the leader", self.node_id)
+        self.is_leader = True
+        self._control = ControlLoop(self)
+        control = asyncio.create_task(self._control.run(), name="control-loop")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEADER_TTL
+        try:
+            while not control.done():
+                await asyncio.sleep(LEADER_TTL / 3)
+                try:
+                    ttl = await self.store.etcd.lease_keepalive(lease)
+                except EtcdError as exc:
+                    log.warning("leader %s could not renew its lease: %s", self.node_id, exc)
+                    ttl = -1
+                if ttl > 0:
+                    deadline = loop.time() + ttl
+                elif ttl == 0 or loop.time() >= deadline:
+                    log.warning("leader %s lost its lease; stepping down", self.node_id)
+                    break
+        finally:
+            self.is_leader = False
+            control.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await control
+            if control.done() and not control.cancelled() and control.exception():
+                log.error("control loop failed: %r", control.exception())
+            with contextlib.suppress(EtcdError):
+                await self.store.etcd.lease_revoke(lease)
+
+    # ---------------------------------------------------------- membership
+
+    async def admit(self, *, role: str, csr_pem: bytes, hostname: str, advertise_addr: str, availability: str) -> dict[str, Any]:
+        """Sign a joining node's certificate and record it; a manager also becomes an etcd member."""
+        ip = advertise_addr.rsplit(":", 1)[0] if advertise_addr.count(":") == 1 else advertise_addr
+        node_id = pki.new_node_id()
+        cert = await self.sign(csr_pem, node_id=node_id, role=role, ip=ip)
+        node = Node(
+            ID=node_id,
+            Spec=NodeSpec(Role=role, Availability=availability),
+            Description=NodeDescription(Hostname=hostname),
+            Status=NodeStatus(State="unknown", Addr=ip),
+        )
+        await self.store.create(node)
+        result = self.credentials(node_id, role, cert)
+        if role == "manager":
+            result["etcd_initial_cluster"] = await self.add_member(node_id, ip)
+        log.info("node %s (%s) joined as %s from %s", node_id, hostname, role, ip)
+        return result
+
+    async def sign(self, csr_pem: bytes, *, node_id: str, role: str, ip: str) -> bytes:
+        cluster = await self.store.get_cluster()
+        assert cluster is not None
+        try:
+            return self.root_ca.sign_csr(
+                csr_pem,
+                node_id=node_id,
+                role=role,
+                cluster_id=self.cluster_id,
+                expiry_ns=cluster.Spec.CAConfig.NodeCertExpiry,
+                ip_sans=[ip] if ip else [],
+            )
+        except ValueError as exc:
+            raise BadRequest(f"invalid certificate request: {exc}") from None
+
+    def credentials(self, node_id: str, role: str, cert: bytes) -> dict[str, Any]:
+        return {
+            "node_id": node_id,
+            "cluster_id": self.cluster_id,
+            "role": role,
+            "cert": cert.decode(),
+            "ca": self.root_ca.cert_pem.decode(),
+            "managers": self.manager_addrs(),
+        }
+
+    async def add_member(self, node_id: str, ip: str) -> str:
+        """Make room for a new manager's etcd member; returns the initial-cluster string it starts with."""
+        if self.member is None:
+            return ""  # an external etcd: the new manager uses it as configured
+        members = await self.store.etcd.member_list()
+        if not any(peer_url(ip) in m.get("peerURLs", []) for m in members):
+            _, members = await self.store.etcd.member_add(peer_url(ip))
+        return ",".join(f"{m.get('name') or node_id}={m['peerURLs'][0]}" for m in members)
+
+    async def remove_node(self, node: Node) -> None:
+        from .dispatcher import REMOVED
+
+        await self.store.put_json(REMOVED + node.ID, {"removed": True})
+        await self.store.delete(node, check_version=False)
+        log.info("node %s (%s) removed from the swarm", node.ID, node.Description.Hostname)
+
+    async def leave_etcd(self) -> None:
+        """Take this manager's member out of etcd before its data goes.
+
+        The request goes to another member: the one being removed stops
+        serving as soon as the removal commits, before it could answer.
+        """
+        members = await self.store.etcd.member_list()
+        mine = next((m for m in members if m.get("name") == self.node_id), None)
+        if mine is None or len(members) <= 1:
+            return
+        others = [url for m in members if m is not mine for url in m.get("clientURLs", [])]
+        client = EtcdClient(others)
+        try:
+            await client.member_remove(int(mine["ID"]))
+        finally:
+            await client.close()
+        log.info("removed etcd member of manager %s", self.node_id)

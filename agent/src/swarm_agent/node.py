@@ -1,0 +1,567 @@
+"""The node agent: one process per host, inactive until it inits or joins a swarm, then a worker or a manager.
+
+What the node is survives restarts in ``<data dir>/state.json`` and its
+certificates; a restarted agent picks up where it was, adopting its etcd
+member and its running containers.
+"""
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import platform
+import shutil
+from socket import gethostname
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from . import __version__, pki, tokens
+from .api import app as api_app
+from .api import nodes, services, swarm, system, tasks
+from .api.errors import ApiError, BadRequest, NotManager, NOT_IN_SWARM, WORKER_NODE
+from .api.models import InitRequest, JoinRequest, JoinTokenPair, Node, NodeSpec, NodeStatus, Swarm, TLSInfoSpec
+from .manager import dispatcher
+from .manager.ca import RootCA
+from .manager.etcd_member import EtcdMember
+from .manager.manager import Manager
+from .store.etcd import EtcdClient
+from .store.state import CA_KEY, Store
+from .worker.executor import Executor
+from .worker.session import WorkerSession
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 2377
+ALREADY_IN_SWARM = (
+    'This node is already part of a swarm. Use "docker swarm leave" to leave this swarm and join another one.'
+)
+
+
+@dataclass
+class AgentConfig:
+    data_dir: Path = Path("/var/lib/swarm")
+    socket: Path = Path("/run/swarm/swarm.sock")
+    docker_url: str = "unix:///var/run/docker.sock"
+    hostname: str = field(default_factory=gethostname)
+    etcd_binary: str = "etcd"
+    etcd_endpoints: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NodeState:
+    node_id: str
+    cluster_id: str
+    role: str
+    advertise_ip: str
+    listen_host: str
+    api_port: int
+    managers: list[str]
+
+
+def split_addr(value: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``IP``, ``IP:PORT``, ``[V6]:PORT`` or an interface name to (host, port)."""
+    value = value.strip()
+    host, port = value, default_port
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+    elif value.count(":") == 1:
+        host, raw_port = value.split(":")
+        if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
+            raise BadRequest(f"invalid port in address {value!r}")
+        port = int(raw_port)
+    if host and not _is_ip(host):
+        host = interface_ip(host)
+    return host, port
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _addresses() -> list[tuple[str, str]]:
+    out = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True, check=False).stdout
+    return [
+        (link["ifname"], a["local"])
+        for link in json.loads(out or "[]")
+        for a in link.get("addr_info", [])
+        if a.get("scope") == "global"
+    ]
+
+
+def interface_ip(name: str) -> str:
+    for ifname, ip in _addresses():
+        if ifname == name:
+            return ip
+    raise BadRequest(f"advertise address {name!r} is neither an IP address nor an interface with an IPv4 address")
+
+
+def default_ip() -> str:
+    found = _addresses()
+    if len(found) == 1:
+        return found[0][1]
+    if not found:
+        raise BadRequest("could not find an address to advertise: this host has no global IPv4 address; use --advertise-addr")
+    listed = ", ".join(f"{ip} on {ifname}" for ifname, ip in found)
+    raise BadRequest(
+        f"could not choose an IP address to advertise since this system has multiple addresses ({listed}); "
+        "use --advertise-addr"
+    )
+
+
+class NodeAgent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.state: NodeState | None = None
+        self.certs: pki.NodeCerts | None = None
+        self.manager: Manager | None = None
+        self.member: EtcdMember | None = None
+        self.worker: WorkerSession | None = None
+        self.local_state = "inactive"
+        self._worker_task: asyncio.Task[None] | None = None
+        self._tcp: web.AppRunner | None = None
+        self._transition = asyncio.Lock()
+        self._role_change: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------- identity
+
+    @property
+    def cluster_id(self) -> str:
+        return self.state.cluster_id if self.state else ""
+
+    @property
+    def state_file(self) -> Path:
+        return self.config.data_dir / "state.json"
+
+    def _save_state(self) -> None:
+        assert self.state is not None
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.state), indent=2))
+        tmp.replace(self.state_file)
+
+    def require_manager(self) -> Manager:
+        if self.manager is not None and self.manager.running:
+            return self.manager
+        raise NotManager(WORKER_NODE if self.state else NOT_IN_SWARM)
+
+    def swarm_header(self) -> str:
+        if self.state is None:
+            return self.local_state
+        return f"{self.local_state}/{'manager' if self.manager else 'worker'}"
+
+    # ------------------------------------------------------------ serving
+
+    def routes(self) -> list[api_app.Route]:
+        own = [
+            api_app.Route("GET", "/swarmd/agent", self._agent_status, "manager"),
+        ]
+        return system.ROUTES + swarm.ROUTES + nodes.ROUTES + services.ROUTES + tasks.ROUTES + dispatcher.ROUTES + own
+
+    async def run(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.config.data_dir, 0o700)
+        local = web.AppRunner(api_app.build_app(self, self.routes(), local=True), access_log=None)
+        await local.setup()
+        self.config.socket.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.config.socket.unlink()
+        site = web.UnixSite(local, str(self.config.socket))
+        await site.start()
+        os.chmod(self.config.socket, 0o600)
+        log.info("agent %s serving %s", __version__, self.config.socket)
+        await self._resume()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self._deactivate()
+            await local.cleanup()
+
+    async def _resume(self) -> None:
+        if not self.state_file.exists():
+            return
+        self.state = NodeState(**json.loads(self.state_file.read_text()))
+        self.certs = pki.NodeCerts.load(self.config.data_dir)
+        if self.certs is None:
+            log.error("state file present but certificates missing; this node must leave and join again")
+            self.local_state = "error"
+            return
+        log.info("resuming as %s %s of swarm %s", self.state.role, self.state.node_id, self.state.cluster_id)
+        await self._activate(initial_cluster=None)
+
+    async def _activate(self, initial_cluster: str | None) -> None:
+        """Start what this node's role needs: etcd and the manager, then the worker session."""
+        assert self.state is not None and self.certs is not None
+        self.local_state = "pending"
+        if self.state.role == "manager":
+            if self.config.etcd_endpoints:
+                endpoints = list(self.config.etcd_endpoints)
+            else:
+                self.member = EtcdMember(
+                    self.config.data_dir / "etcd", self.state.node_id, self.state.advertise_ip, self.config.etcd_binary
+                )
+                await self.member.start(initial_cluster, "existing" if initial_cluster else "new")
+                endpoints = [self.member.local_url]
+            self.manager = Manager(
+                node_id=self.state.node_id,
+                cluster_id=self.state.cluster_id,
+                advertise_ip=self.state.advertise_ip,
+                api_port=self.state.api_port,
+                etcd=EtcdClient(endpoints),
+                member=self.member,
+            )
+            await self.manager.start()
+            runner = web.AppRunner(api_app.build_app(self, self.routes(), local=False), access_log=None)
+            await runner.setup()
+            context = pki.server_context(self.certs.cert_pem, self.certs.key_pem, self.certs.ca_pem)
+            await web.TCPSite(runner, self.state.listen_host, self.state.api_port, ssl_context=context,
+                              reuse_address=True).start()
+            self._tcp = runner
+        executor = Executor(self.config.docker_url, self.state.node_id)
+        own = [f"{self.state.advertise_ip}:{self.state.api_port}"] if self.state.role == "manager" else []
+        self.worker = WorkerSession(
+            node_id=self.state.node_id,
+            certs=self.certs,
+            managers=own + [m for m in self.state.managers if m not in own],
+            executor=executor,
+            hostname=self.config.hostname,
+            on_managers=self._remember_managers,
+            on_role=self._role_wanted,
+        )
+        self._worker_task = asyncio.create_task(self.worker.run(), name="worker-session")
+        self.local_state = "active"
+
+    def _remember_managers(self, managers: list[str]) -> None:
+        if self.state is not None and managers != self.state.managers:
+            self.state.managers = managers
+            self._save_state()
+
+    async def _deactivate(self) -> None:
+        if self._worker_task is not None:
+            self._worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._worker_task
+            self._worker_task = None
+        self.worker = None
+        if self._tcp is not None:
+            await self._tcp.cleanup()
+            self._tcp = None
+        if self.manager is not None:
+            await self.manager.stop()
+            self.manager = None
+
+    # ------------------------------------------------------ init and join
+
+    async def init(self, req: InitRequest) -> str:
+        async with self._transition:
+            if self.state is not None:
+                raise NotManager(ALREADY_IN_SWARM)
+            advertise_ip, api_port = split_addr(req.AdvertiseAddr) if req.AdvertiseAddr else (default_ip(), 0)
+            listen_host, listen_port = split_addr(req.ListenAddr or f"0.0.0.0:{DEFAULT_PORT}")
+            api_port = api_port or listen_port
+            ca_spec = req.Spec.CAConfig
+            try:
+                root_ca = (
+                    RootCA.from_pem(ca_spec.SigningCACert.encode(), ca_spec.SigningCAKey.encode())
+                    if ca_spec.SigningCACert
+                    else RootCA.generate()
+                )
+            except ValueError as exc:
+                raise BadRequest(f"Spec.CAConfig: {exc}") from None
+            if bool(ca_spec.SigningCACert) != bool(ca_spec.SigningCAKey):
+                raise BadRequest("Spec.CAConfig: SigningCACert and SigningCAKey must be given together")
+            if req.AutoLockManagers or req.Spec.EncryptionConfig.AutoLockManagers:
+                raise BadRequest("AutoLockManagers: autolock is not available in this cluster")
+            node_id, cluster_id = pki.new_node_id(), pki.new_node_id()
+            key = pki.new_key_pem()
+            cert = root_ca.sign_csr(
+                pki.make_csr(key), node_id=node_id, role="manager", cluster_id=cluster_id,
+                expiry_ns=req.Spec.CAConfig.NodeCertExpiry, ip_sans=[advertise_ip],
+            )
+            certs = pki.NodeCerts(ca_pem=root_ca.cert_pem, cert_pem=cert, key_pem=key)
+            spec = req.Spec.model_copy(deep=True)
+            spec.CAConfig.SigningCACert = spec.CAConfig.SigningCAKey = None
+            cluster = Swarm(
+                ID=cluster_id,
+                Spec=spec,
+                TLSInfo=TLSInfoSpec(TrustRoot=root_ca.cert_pem.decode()),
+                JoinTokens=JoinTokenPair(
+                    Worker=tokens.new_token(root_ca.cert_pem), Manager=tokens.new_token(root_ca.cert_pem)
+                ),
+                DefaultAddrPool=req.DefaultAddrPool or ["10.0.0.0/8"],
+                SubnetSize=req.SubnetSize or 24,
+                DataPathPort=req.DataPathPort or 4789,
+            )
+            description = await asyncio.to_thread(Executor(self.config.docker_url, node_id).describe, self.config.hostname)
+            me = Node(
+                ID=node_id,
+                Spec=NodeSpec(Role="manager", Availability=req.Availability or "active"),
+                Description=description,
+                Status=NodeStatus(State="unknown", Addr=advertise_ip),
+            )
+            await self._seed_store(cluster, root_ca, me, advertise_ip)
+            certs.save(self.config.data_dir)
+            self.certs = certs
+            self.state = NodeState(
+                node_id=node_id, cluster_id=cluster_id, role="manager", advertise_ip=advertise_ip,
+                listen_host=listen_host, api_port=api_port, managers=[f"{advertise_ip}:{api_port}"],
+            )
+            self._save_state()
+            try:
+                await self._activate(initial_cluster=None)
+            except Exception as exc:
+                await self._wipe()
+                raise ApiError(f"could not start the manager: {exc}") from exc
+            log.info("initialised swarm %s; this node %s is its first manager", cluster_id, node_id)
+            return node_id
+
+    async def _seed_store(self, cluster: Swarm, root_ca: RootCA, me: Node, advertise_ip: str) -> None:
+        """Start a fresh etcd member (or use the configured one) and write the cluster's first records."""
+        if self.config.etcd_endpoints:
+            etcd = EtcdClient(self.config.etcd_endpoints)
+        else:
+            member = EtcdMember(self.config.data_dir / "etcd", me.ID, advertise_ip, self.config.etcd_binary)
+            shutil.rmtree(member.dir, ignore_errors=True)
+            await member.start()
+            self.member = member
+            etcd = EtcdClient([member.local_url])
+        store = Store(etcd)
+        try:
+            if await store.get_cluster() is not None:
+                raise BadRequest("the configured etcd already holds a swarm; use an empty one")
+            await store.put_cluster(cluster, create=True)
+            await store.put_json(CA_KEY, {"cert": root_ca.cert_pem.decode(), "key": (root_ca.key_pem or b"").decode()})
+            await store.create(me)
+        finally:
+            await etcd.close()
+
+    async def join(self, req: JoinRequest) -> None:
+        async with self._transition:
+            if self.state is not None:
+                raise NotManager(ALREADY_IN_SWARM)
+            try:
+                token = tokens.parse_token(req.JoinToken)
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
+            listen_host, listen_port = split_addr(req.ListenAddr or f"0.0.0.0:{DEFAULT_PORT}")
+            errors = []
+            for remote in req.RemoteAddrs:
+                host, port = split_addr(remote)
+                try:
+                    result, local_ip, key = await self._join_via(f"{host}:{port}", token, req)
+                    break
+                except ApiError:
+                    raise
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    errors.append(f"{remote}: {exc}")
+            else:
+                raise ApiError(f"could not reach any manager to join: {'; '.join(errors)}", status=503)
+            advertise_ip = split_addr(req.AdvertiseAddr)[0] if req.AdvertiseAddr else local_ip
+            self.certs = pki.NodeCerts(
+                ca_pem=result["ca"].encode(), cert_pem=result["cert"].encode(), key_pem=key
+            )
+            self.certs.save(self.config.data_dir)
+            self.state = NodeState(
+                node_id=result["node_id"], cluster_id=result["cluster_id"], role=result["role"],
+                advertise_ip=advertise_ip, listen_host=listen_host, api_port=listen_port,
+                managers=result["managers"],
+            )
+            self._save_state()
+            try:
+                await self._activate(initial_cluster=result.get("etcd_initial_cluster"))
+            except Exception as exc:
+                await self._wipe()
+                raise ApiError(f"joined, but could not start this node's {result['role']} role: {exc}") from exc
+            log.info("joined swarm %s as %s %s", result["cluster_id"], result["role"], result["node_id"])
+
+    async def _join_via(
+        self, addr: str, token: tokens.JoinToken, req: JoinRequest
+    ) -> tuple[dict[str, Any], str, bytes]:
+        """Check the manager's CA against the token's digest, then ask it to sign our key."""
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_context(None))) as http:
+            async with http.get(f"https://{addr}/swarmd/ca", timeout=timeout) as resp:
+                ca_pem = (await resp.json(content_type=None))["ca"].encode()
+        if tokens.ca_digest(ca_pem) != token.digest:
+            raise BadRequest(
+                f"the manager at {addr} presented a root CA that does not match the join token; "
+                "refusing to send anything to it"
+            )
+        key = pki.new_key_pem()
+        local_ip = ""
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_context(ca_pem))) as http:
+            body = {
+                "token": req.JoinToken,
+                "csr": pki.make_csr(key).decode(),
+                "hostname": self.config.hostname,
+                "advertise_addr": split_addr(req.AdvertiseAddr)[0] if req.AdvertiseAddr else "",
+                "availability": req.Availability or "active",
+            }
+            async with http.post(f"https://{addr}/swarmd/join", json=body, timeout=timeout) as resp:
+                sock = resp.connection.transport.get_extra_info("sockname") if resp.connection else None
+                local_ip = sock[0] if sock else ""
+                data = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise ApiError(data.get("message", f"join refused with HTTP {resp.status}"), status=resp.status)
+        return data, local_ip, key
+
+    # ---------------------------------------------------- promote, demote
+
+    def _role_wanted(self, role: str) -> None:
+        """The managers changed this node's role: switch once, outside the session that noticed."""
+        if self._role_change is None or self._role_change.done():
+            self._role_change = asyncio.create_task(self._change_role(role), name="role-change")
+
+    async def _change_role(self, role: str) -> None:
+        try:
+            await self._switch_role(role)
+        except Exception:
+            # The session notices the role again with its next assignment and retries.
+            log.exception("node %s could not change its role to %s", self.state.node_id if self.state else "?", role)
+
+    async def _switch_role(self, role: str) -> None:
+        async with self._transition:
+            if self.state is None or self.certs is None or self.state.role == role:
+                return
+            addrs = ([self.worker.connected_to] if self.worker and self.worker.connected_to else []) + self.state.managers
+            key = pki.new_key_pem()
+            context = pki.client_context(self.certs.ca_pem, self.certs.cert_pem, self.certs.key_pem)
+            result: dict[str, Any] | None = None
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http:
+                for addr in addrs:
+                    try:
+                        async with http.post(f"https://{addr}/swarmd/renew", json={"csr": pki.make_csr(key).decode()},
+                                             timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                            if resp.status == 200:
+                                result = await resp.json(content_type=None)
+                                break
+                            log.warning("manager %s refused a %s certificate: %s", addr, role, await resp.text())
+                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                        log.warning("could not reach manager %s for a new certificate: %s", addr, exc)
+            if result is None or result["role"] != role:
+                return
+            log.info("changing role of node %s from %s to %s", self.state.node_id, self.state.role, role)
+            if self.manager is not None and self.member is not None:
+                await self.manager.leave_etcd()
+            await self._deactivate()
+            if self.member is not None:
+                await self.member.stop(wipe=True)
+                self.member = None
+            self.certs = pki.NodeCerts(ca_pem=result["ca"].encode(), cert_pem=result["cert"].encode(), key_pem=key)
+            self.certs.save(self.config.data_dir)
+            own = f"{self.state.advertise_ip}:{self.state.api_port}"
+            self.state.role = role
+            self.state.managers = [m for m in result["managers"] if role == "manager" or m != own]
+            self._save_state()
+            await self._activate(initial_cluster=result.get("etcd_initial_cluster") or None)
+            log.info("node %s is now a %s", self.state.node_id, role)
+
+    # --------------------------------------------------------------- leave
+
+    async def leave(self, force: bool) -> None:
+        async with self._transition:
+            if self.state is None:
+                raise NotManager("This node is not part of a swarm")
+            if self.manager is not None and not force:
+                managers = len(self.manager.cache.state.managers)
+                raise NotManager(
+                    "You are attempting to leave the swarm on a node that is participating as a manager. "
+                    f"Removing this node leaves {managers - 1} managers out of a potential quorum of {managers}. "
+                    "The only way to restore a swarm that has lost consensus is to reinitialize it with "
+                    "`--force-new-cluster`. Use `--force` to suppress this message."
+                )
+            if self.manager is not None and self.member is not None:
+                with contextlib.suppress(Exception):
+                    await self.manager.leave_etcd()
+            executor = self.worker.executor if self.worker else Executor(self.config.docker_url, self.state.node_id)
+            await self._deactivate()
+            for task_id in await asyncio.to_thread(executor.observe_all):
+                await asyncio.to_thread(executor.remove, task_id)
+            await self._wipe()
+            log.info("left the swarm")
+
+    async def _wipe(self) -> None:
+        await self._deactivate()
+        if self.member is not None:
+            await self.member.stop(wipe=True)
+            self.member = None
+        shutil.rmtree(pki.NodeCerts.directory(self.config.data_dir), ignore_errors=True)
+        self.state_file.unlink(missing_ok=True)
+        self.state = None
+        self.certs = None
+        self.local_state = "inactive"
+
+    # ---------------------------------------------------------------- info
+
+    async def info(self) -> dict[str, Any]:
+        arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+        swarm_info: dict[str, Any] = {
+            "NodeID": self.state.node_id if self.state else "",
+            "NodeAddr": self.state.advertise_ip if self.state else "",
+            "LocalNodeState": self.local_state,
+            "ControlAvailable": self.manager is not None,
+            "Error": "",
+            "RemoteManagers": None,
+        }
+        if self.manager is not None and self.manager.running:
+            state = self.manager.cache.state
+            swarm_info["RemoteManagers"] = [
+                {"NodeID": node_id, "Addr": rec.get("api_addr", "")} for node_id, rec in sorted(state.managers.items())
+            ]
+            swarm_info["Nodes"] = len(state.nodes)
+            swarm_info["Managers"] = sum(1 for n in state.nodes.values() if n.Spec.Role == "manager")
+            if state.cluster is not None:
+                cluster = state.cluster.wire()
+                cluster.pop("JoinTokens", None)
+                swarm_info["Cluster"] = cluster
+        elif self.state is not None:
+            swarm_info["RemoteManagers"] = [{"NodeID": "", "Addr": a} for a in self.state.managers]
+        return {
+            "ID": self.state.node_id if self.state else "",
+            "Name": self.config.hostname,
+            "ServerVersion": __version__,
+            "OSType": "linux",
+            "OperatingSystem": platform.platform(),
+            "KernelVersion": platform.release(),
+            "Architecture": arch,
+            "NCPU": os.cpu_count() or 1,
+            "Containers": 0,
+            "Images": 0,
+            "Driver": "",
+            "Swarm": swarm_info,
+        }
+
+    async def _agent_status(self, request: web.Request) -> web.Response:
+        mgr = self.manager
+        status: dict[str, Any] = {
+            "node_id": self.state.node_id if self.state else "",
+            "cluster_id": self.cluster_id,
+            "role": self.state.role if self.state else "",
+            "local_state": self.local_state,
+            "version": __version__,
+            "session_manager": self.worker.connected_to if self.worker else None,
+            "assigned_tasks": len(self.worker.assigned) if self.worker else 0,
+        }
+        if mgr is not None:
+            state = mgr.cache.state
+            status.update(
+                leader=(state.leader or {}).get("node_id"),
+                is_leader=mgr.is_leader,
+                managers=sorted(state.managers),
+                store_revision=mgr.cache.revision,
+                nodes={n.ID: {"hostname": n.Description.Hostname, "state": n.Status.State,
+                              "availability": n.Spec.Availability, "role": n.Spec.Role} for n in state.nodes.values()},
+                services=len(state.services),
+                tasks=len(state.tasks),
+            )
+        return api_app.json_response(status)

@@ -1,0 +1,261 @@
+"""The worker's session with the managers: assignments in, container states out.
+
+One session at a time, with any manager; when it breaks the worker moves to
+the next manager it knows of. The engine's container events wake the
+reconciler so exits are reported at once rather than at the next poll.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from .. import pki
+from ..api.models import Task, TaskState, TaskStatus
+from .executor import Executor, Observed
+
+log = logging.getLogger(__name__)
+
+RECONCILE_INTERVAL = 2.0
+START_CONCURRENCY = 4
+
+
+class SessionRefused(Exception):
+    """A manager refused the session for good (the node was removed)."""
+
+
+class WorkerSession:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        certs: pki.NodeCerts,
+        managers: list[str],
+        executor: Executor,
+        hostname: str,
+        on_managers: Callable[[list[str]], None],
+        on_role: Callable[[str], None],
+    ) -> None:
+        self.node_id = node_id
+        self.certs = certs
+        self.managers = list(managers)
+        self.executor = executor
+        self.hostname = hostname
+        self.on_managers = on_managers
+        self.on_role = on_role
+        self.assigned: dict[str, Task] = {}
+        self.service_names: dict[str, str] = {}
+        self.connected_to: str | None = None
+        self._sent: dict[str, TaskState] = {}
+        self._outbox: dict[str, TaskStatus] = {}
+        self._wake = asyncio.Event()
+        self._outbox_ready = asyncio.Event()
+        self._have_assignments = False
+
+    # ----------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        ssl_context = pki.client_context(self.certs.ca_pem, self.certs.cert_pem, self.certs.key_pem)
+        events = asyncio.create_task(self._watch_engine(), name="engine-events")
+        reconciler = asyncio.create_task(self._reconcile_loop(), name="reconciler")
+        failures = 0
+        try:
+            while True:
+                for addr in list(self.managers):
+                    try:
+                        await self._serve(addr, ssl_context)
+                    except SessionRefused as exc:
+                        log.error("node %s: manager %s refused the session: %s", self.node_id, addr, exc)
+                        await asyncio.sleep(5)
+                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+                        log.warning("node %s: session with manager %s ended: %s", self.node_id, addr, exc or type(exc).__name__)
+                    self.connected_to = None
+                    failures += 1
+                    await asyncio.sleep(min(2.0, 0.2 * failures))
+        finally:
+            events.cancel()
+            reconciler.cancel()
+            self.executor.close()
+
+    async def _serve(self, addr: str, ssl_context: Any) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=None)
+        connector = aiohttp.TCPConnector(ssl=ssl_context)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            base = f"https://{addr}/swarmd"
+            description = await asyncio.to_thread(self.executor.describe, self.hostname)
+            async with http.post(base + "/session", json={"description": description.wire()},
+                                 timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status in (403, 404):
+                    raise SessionRefused(body.get("message", resp.status))
+                if resp.status != 200:
+                    raise aiohttp.ClientError(f"session refused: {body.get('message', resp.status)}")
+            self.connected_to = addr
+            self._learn_managers(body.get("managers") or [])
+            log.info("node %s: session open with manager %s", self.node_id, addr)
+            # Whatever the previous manager had not yet recorded must be sent again.
+            self._sent.clear()
+            jobs = [
+                asyncio.create_task(self._heartbeats(http, base, int(body["lease"]), float(body["heartbeat_period"]))),
+                asyncio.create_task(self._assignments(http, base, float(body["heartbeat_period"]))),
+                asyncio.create_task(self._reports(http, base)),
+            ]
+            try:
+                done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
+                for job in done:
+                    job.result()
+            finally:
+                for job in jobs:
+                    job.cancel()
+                for job in jobs:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await job
+
+    def _learn_managers(self, managers: list[str]) -> None:
+        if managers and sorted(managers) != sorted(self.managers):
+            current = self.connected_to
+            # Keep the manager we talk to first, so a failover does not bounce back and forth.
+            self.managers = ([current] if current in managers else []) + [m for m in managers if m != current]
+            self.on_managers(self.managers)
+
+    # ------------------------------------------------------------- streams
+
+    async def _heartbeats(self, http: aiohttp.ClientSession, base: str, lease: int, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            async with http.post(base + "/heartbeat", json={"lease": lease},
+                                 timeout=aiohttp.ClientTimeout(total=period)) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise aiohttp.ClientError(f"heartbeat refused: {body.get('message', resp.status)}")
+                period = float(body.get("heartbeat_period", period))
+
+    async def _assignments(self, http: aiohttp.ClientSession, base: str, period: float) -> None:
+        async with http.get(base + "/assignments") as resp:
+            if resp.status != 200:
+                raise aiohttp.ClientError(f"assignments refused: HTTP {resp.status}")
+            while True:
+                # The manager writes at least one line per heartbeat period; silence means it is gone.
+                line = await asyncio.wait_for(resp.content.readline(), timeout=3 * period)
+                if not line:
+                    raise aiohttp.ClientError("assignment stream closed")
+                if not line.strip():
+                    continue
+                message = json.loads(line)
+                self.assigned = {t["ID"]: Task.model_validate(t) for t in message["tasks"]}
+                self.service_names = message.get("services") or {}
+                self._learn_managers(message.get("managers") or [])
+                role = (message.get("node") or {}).get("Role")
+                if role and role != self.certs.identity.role:
+                    self.on_role(role)
+                self._have_assignments = True
+                self._wake.set()
+
+    async def _reports(self, http: aiohttp.ClientSession, base: str) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            # A short pause lets a burst of changes go out as one report.
+            await asyncio.sleep(0.05)
+            self._outbox_ready.clear()
+            batch, self._outbox = self._outbox, {}
+            updates = [{"ID": tid, "Status": status.wire()} for tid, status in batch.items()]
+            try:
+                async with http.post(base + "/status", json={"updates": updates},
+                                     timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                    if resp.status != 200:
+                        body = await resp.json(content_type=None)
+                        log.warning("node %s: status report refused: %s", self.node_id, body.get("message"))
+            except BaseException:
+                for tid, status in batch.items():
+                    self._outbox.setdefault(tid, status)
+                    self._sent.pop(tid, None)
+                raise
+
+    async def _watch_engine(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def pump() -> None:
+            while not stop.is_set():
+                try:
+                    for _ in self.executor.events():
+                        loop.call_soon_threadsafe(self._wake.set)
+                except Exception as exc:  # the engine restarting ends the stream; open it again
+                    log.debug("engine event stream ended: %s", exc)
+                stop.wait(1)
+
+        thread = threading.Thread(target=pump, name="engine-events", daemon=True)
+        thread.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stop.set()
+
+    # ----------------------------------------------------------- reconcile
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=RECONCILE_INTERVAL)
+            self._wake.clear()
+            if not self._have_assignments:
+                continue
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("node %s: reconcile failed", self.node_id)
+
+    def _report(self, task: Task, observed: Observed) -> None:
+        """Queue a state for the managers if it moves the task forward and was not already sent."""
+        # A terminal state the managers hold is final: after an agent restart a container
+        # stopped earlier reads as failed by its exit code, which must not overwrite "shutdown".
+        if task.Status.State.terminal or observed.state.rank <= task.Status.State.rank:
+            return
+        if self._sent.get(task.ID) == observed.state:
+            return
+        self._sent[task.ID] = observed.state
+        self._outbox[task.ID] = observed.status()
+        self._outbox_ready.set()
+
+    async def reconcile(self) -> None:
+        observed = await asyncio.to_thread(self.executor.observe_all)
+        to_start: list[Task] = []
+        to_stop: list[Task] = []
+        for task in self.assigned.values():
+            seen = observed.get(task.ID)
+            if task.DesiredState == TaskState.RUNNING:
+                if seen is None and not task.Status.State.terminal:
+                    to_start.append(task)
+                elif seen is not None:
+                    self._report(task, seen)
+            elif task.DesiredState.rank < TaskState.RUNNING.rank:
+                # Waiting (a restart delay): accepted here, started once desired running.
+                self._report(task, Observed(task.ID, "", TaskState.ACCEPTED, "accepted"))
+            elif seen is not None and (not seen.state.terminal or seen.container_running):
+                # An unhealthy container is reported failed while its process still runs.
+                to_stop.append(task)
+            else:
+                self._report(task, seen or Observed(task.ID, "", TaskState.SHUTDOWN, "shutdown"))
+        gate = asyncio.Semaphore(START_CONCURRENCY)
+
+        async def start(task: Task) -> None:
+            async with gate:
+                name = self.service_names.get(task.ServiceID) or task.Name.rsplit(".", 1)[0]
+                log.info("node %s: starting task %s (%s)", self.node_id, task.ID, task.Name)
+                self._report(task, await asyncio.to_thread(self.executor.start, task, name))
+
+        async def stop(task: Task) -> None:
+            async with gate:
+                log.info("node %s: stopping task %s (%s)", self.node_id, task.ID, task.Name)
+                self._report(task, await asyncio.to_thread(self.executor.stop, task))
+
+        await asyncio.gather(*(start(t) for t in to_start), *(stop(t) for t in to_stop))
+        for task_id in observed.keys() - self.assigned.keys():
+            log.info("node %s: removing container of task %s, no longer assigned", self.node_id, task_id)
+            await asyncio.to_thread(self.executor.remove, task_id)
+            self._sent.pop(task_id, None)
