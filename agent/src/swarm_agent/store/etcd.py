@@ -261,9 +261,25 @@ class EtcdClient:
         data = await self.call("/v3/cluster/member/list", {})
         return data.get("members") or []
 
+    async def _reconfigure(self, path: str, body: dict[str, Any], patience: float = 30.0) -> dict[str, Any]:
+        """Membership changes wait while etcd calls the cluster unhealthy.
+
+        etcd refuses a membership change until the last member added has been
+        connected for a few seconds, so changes made back to back must wait.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while True:
+            try:
+                return await self.call(path, body)
+            except EtcdError as exc:
+                if "unhealthy cluster" not in str(exc) or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(0.5)
+
     async def member_add(self, peer_url: str) -> tuple[int, list[dict[str, Any]]]:
-        data = await self.call("/v3/cluster/member/add", {"peerURLs": [peer_url]})
+        data = await self._reconfigure("/v3/cluster/member/add", {"peerURLs": [peer_url]})
         return int(data["member"]["ID"]), data.get("members") or []
 
     async def member_remove(self, member_id: int) -> None:
-        await self.call("/v3/cluster/member/remove", {"ID": str(member_id)})
+        await self._reconfigure("/v3/cluster/member/remove", {"ID": str(member_id)})
