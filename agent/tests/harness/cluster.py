@@ -1,0 +1,137 @@
+"""Swarm nodes on lab hosts: a real ``swarmd`` in each host's namespace, driven by the real ``docker`` CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .hosts import DOCKER_CLI, Host
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T], timeout: float = 60, interval: float = 0.25) -> T:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what`` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except Exception as exc:  # a probe may fail while the cluster converges
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+class SwarmNode:
+    """One agent on one lab host; ``docker(...)`` runs the docker CLI against the agent's socket."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.data_dir = host.root / "swarm"
+        self.socket = host.root / "swarm.sock"
+        self.proc: subprocess.Popen | None = None
+        self.node_id = ""
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    @property
+    def addr(self) -> str:
+        return f"{self.host.ip}:2377"
+
+    def start(self) -> None:
+        argv = [
+            sys.executable, "-m", "swarm_agent.cli.swarmd",
+            "--data-dir", str(self.data_dir),
+            "--socket", str(self.socket),
+            "--docker-host", self.host.docker_url,
+            "--hostname", self.host.name,
+        ]
+        self.proc = self.host.spawn(argv, "swarmd")
+        wait_for(f"agent on {self.name} to serve its socket", lambda: self._ping(), timeout=30)
+
+    def _ping(self) -> bool:
+        return self.socket.exists() and self.docker("version", "--format", "{{.Server.APIVersion}}", check=False).returncode == 0
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Stop the agent only (its etcd member and containers live on, as after a crash of the agent)."""
+        assert self.proc is not None
+        self.host.kill(self.proc, sig)
+        self.proc = None
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [DOCKER_CLI, "-H", f"unix://{self.socket}", *args],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"docker {' '.join(args)} on {self.name} failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.docker(*args).stdout)
+
+    def init(self) -> str:
+        self.node_id = self.docker("swarm", "init", "--advertise-addr", self.host.ip).stdout
+        self.node_id = self.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
+        return self.node_id
+
+    def join(self, manager: SwarmNode, role: str = "worker") -> str:
+        token = manager.docker("swarm", "join-token", "-q", role).stdout.strip()
+        self.docker("swarm", "join", "--token", token, "--advertise-addr", self.host.ip, manager.addr)
+        self.node_id = self.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
+        return self.node_id
+
+    def container_ids(self) -> dict[str, str]:
+        """Task containers on this host's engine: container name -> started-at."""
+        out = self.host.docker(
+            "ps", "-a", "--filter", "label=com.docker.swarm.task.id", "--format", "{{.Names}}"
+        ).stdout.split()
+        started = {}
+        for name in out:
+            started[name] = self.host.docker("inspect", "--format", "{{.State.StartedAt}}", name).stdout.strip()
+        return started
+
+
+def running_tasks(manager: SwarmNode, service: str) -> list[dict[str, Any]]:
+    """Tasks of ``service`` that are running and meant to be, as ``docker service ps`` would show them."""
+    ids = manager.docker(
+        "service", "ps", service, "-q", "--no-trunc", "--filter", "desired-state=running"
+    ).stdout.split()
+    if not ids:
+        return []
+    tasks = manager.json("inspect", "--type", "task", *ids) if ids else []
+    return [t for t in tasks if t["Status"]["State"] == "running"]
+
+
+def node_of_task(manager: SwarmNode, task: dict[str, Any]) -> str:
+    return manager.docker("node", "inspect", "--format", "{{.Description.Hostname}}", task["NodeID"]).stdout.strip()
+
+
+def spread(manager: SwarmNode, service: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for task in running_tasks(manager, service):
+        host = node_of_task(manager, task)
+        counts[host] = counts.get(host, 0) + 1
+    return counts
+
+
+def agent_log(node: SwarmNode) -> str:
+    return node.host.logs("swarmd")
+

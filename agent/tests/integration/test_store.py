@@ -1,0 +1,101 @@
+"""The store against a real etcd: compare-and-swap writes, unique names, the watched cache, leases."""
+
+import asyncio
+
+import pytest
+
+from swarm_agent.api.models import Node, Service, ServiceSpec, Task
+from swarm_agent.store.etcd import EtcdClient
+from swarm_agent.store.state import SESSIONS, Cache, Conflict, NameConflict, Store
+
+pytestmark = pytest.mark.integration
+
+
+def service(service_id: str, name: str) -> Service:
+    spec = ServiceSpec.model_validate({"Name": name, "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}})
+    return Service(ID=service_id, Spec=spec)
+
+
+@pytest.fixture
+async def store(etcd):
+    client = EtcdClient([etcd.client_url])
+    yield Store(client)
+    await client.close()
+
+
+async def test_updates_are_compare_and_swap(store):
+    created = await store.create(service("s1", "web"))
+    first = await store.get(Service, "s1")
+    second = await store.get(Service, "s1")
+    assert first.Version.Index == second.Version.Index == created.Version.Index
+    first.Spec.Mode.Replicated.Replicas = 3
+    await store.update(first)
+    second.Spec.Mode.Replicated.Replicas = 7
+    with pytest.raises(Conflict, match="out of sequence"):
+        await store.update(second)
+    assert (await store.get(Service, "s1")).Spec.Mode.Replicated.Replicas == 3
+
+
+async def test_service_names_are_unique_across_create_and_rename(store):
+    await store.create(service("s1", "web"))
+    await store.create(service("s2", "api"))
+    with pytest.raises(NameConflict):
+        await store.create(service("s3", "web"))
+    renamed = await store.get(Service, "s2")
+    renamed.Spec.Name = "web"
+    with pytest.raises(NameConflict):
+        await store.update(renamed, previous_name="api")
+    renamed.Spec.Name = "api2"
+    await store.update(renamed, previous_name="api")
+    # The old name is free again, and nothing was half-written.
+    await store.create(service("s4", "api"))
+    assert sorted(s.Spec.Name for s in await store.list(Service)) == ["api", "api2", "web"]
+    await store.delete(await store.get(Service, "s1"))
+    await store.create(service("s5", "web"))
+
+
+async def test_apply_skips_only_stale_objects(store):
+    spec = service("s", "x").Spec.TaskTemplate
+    tasks = [await store.create(Task(ID=f"t{i}", ServiceID="s", Spec=spec)) for i in range(3)]
+    stale = tasks[1].model_copy(deep=True)
+    fresh = await store.get(Task, "t1")
+    fresh.Slot = 9
+    await store.update(fresh)
+    for task in tasks:
+        task.Slot = 1
+    refused = await store.apply(updates=[tasks[0], stale, tasks[2]], creates=[Task(ID="t9", ServiceID="s", Spec=spec)])
+    assert refused == 1
+    slots = {t.ID: t.Slot for t in await store.list(Task)}
+    assert slots == {"t0": 1, "t1": 9, "t2": 1, "t9": None}
+
+
+async def test_cache_follows_writes_and_lease_expiry(store):
+    cache = Cache(store.etcd)
+    runner = asyncio.create_task(cache.run())
+    try:
+        await cache.ready()
+        await store.create(Node(ID="n1"))
+        spec = service("s", "x").Spec.TaskTemplate
+        await store.create(Task(ID="t1", ServiceID="s", NodeID="n1", Spec=spec))
+        await cache.barrier()
+        assert "n1" in cache.state.nodes
+        assert cache.state.tasks_by_node["n1"] == {"t1"}
+        moved = await store.get(Task, "t1")
+        moved.NodeID = "n2"
+        await store.update(moved)
+        await cache.barrier()
+        assert cache.state.tasks_by_node["n1"] == set() and cache.state.tasks_by_node["n2"] == {"t1"}
+
+        lease = await store.etcd.lease_grant(1)
+        await store.put_json(SESSIONS + "n1", {"manager": "m"}, lease=lease)
+        await cache.barrier()
+        assert "n1" in cache.state.sessions
+        revision = cache.revision
+        # Nobody renews the lease: etcd deletes the session and the cache sees it go.
+        for _ in range(40):
+            revision = await cache.wait_change(revision, timeout=0.5)
+            if "n1" not in cache.state.sessions:
+                break
+        assert "n1" not in cache.state.sessions
+    finally:
+        runner.cancel()
