@@ -121,11 +121,26 @@ def main() -> None:
         run(manager, "node", "ls")
         run(manager, "service", "ps", "app")
 
+        say("A down node can be removed; a worker can be promoted to manager and demoted again")
+        run(manager, "node", "rm", "worker2")
+        run(manager, "node", "promote", "worker3")
+        wait_for("worker3 reachable", lambda: "Reachable" in manager.docker("node", "ls").stdout, timeout=60)
+        run(manager, "node", "ls")
+        run(workers[2], "node", "ps", "worker3")
+        run(manager, "node", "demote", "worker3")
+        wait_for("worker3 a worker again", lambda: workers[2].docker(
+            "info", "--format", "{{.Swarm.ControlAvailable}}").stdout.strip() == "false", timeout=60)
+        run(manager, "node", "inspect", "--pretty", "worker3")
+
         say("What the docker CLI has no verb for")
         print(f"\n{manager.name}$ swarmctl -H unix://{manager.socket} status", flush=True)
         subprocess.run([sys.executable, "-m", "swarm_agent.cli.swarmctl", "-H", f"unix://{manager.socket}", "status"],
                        check=True)
         say("Done; removing the sandbox hosts")
+    except BaseException:
+        for host in lab.hosts:
+            print(f"\n===== agent log of {host.name} (last lines) =====\n{host.logs('swarmd')[-3000:]}", file=sys.stderr)
+        raise
     finally:
         lab.cleanup()
 

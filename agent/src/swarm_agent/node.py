@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import shutil
+import socket
 from socket import gethostname
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,7 @@ from .worker.session import WorkerSession
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2377
+ROLE_RETRY = 10.0  # seconds before a failed promotion or demotion is tried again
 ALREADY_IN_SWARM = (
     'This node is already part of a swarm. Use "docker swarm leave" to leave this swarm and join another one.'
 )
@@ -107,6 +109,13 @@ def interface_ip(name: str) -> str:
     raise BadRequest(f"advertise address {name!r} is neither an IP address nor an interface with an IPv4 address")
 
 
+def route_source(ip: str) -> str:
+    """The local address this host uses to reach ``ip`` (a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((ip, 9))
+        return probe.getsockname()[0]
+
+
 def default_ip() -> str:
     found = _addresses()
     if len(found) == 1:
@@ -133,6 +142,7 @@ class NodeAgent:
         self._tcp: web.AppRunner | None = None
         self._transition = asyncio.Lock()
         self._role_change: asyncio.Task[None] | None = None
+        self._role_retry_at = 0.0
 
     # ----------------------------------------------------------- identity
 
@@ -208,7 +218,8 @@ class NodeAgent:
                 endpoints = list(self.config.etcd_endpoints)
             else:
                 self.member = EtcdMember(
-                    self.config.data_dir / "etcd", self.state.node_id, self.state.advertise_ip, self.config.etcd_binary
+                    self.config.data_dir / "etcd", self.state.node_id, self.state.advertise_ip,
+                    self.state.cluster_id, self.config.etcd_binary,
                 )
                 await self.member.start(initial_cluster, "existing" if initial_cluster else "new")
                 endpoints = [self.member.local_url]
@@ -240,6 +251,14 @@ class NodeAgent:
         )
         self._worker_task = asyncio.create_task(self.worker.run(), name="worker-session")
         self.local_state = "active"
+
+    async def _first_session(self, timeout: float = 20.0) -> None:
+        """Like Docker, init and join return once the node is in the swarm for real: its session is open."""
+        assert self.worker is not None
+        try:
+            await asyncio.wait_for(self.worker.established.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("node %s has no session with a manager yet; it keeps trying", self.state.node_id if self.state else "?")
 
     def _remember_managers(self, managers: list[str]) -> None:
         if self.state is not None and managers != self.state.managers:
@@ -322,6 +341,7 @@ class NodeAgent:
             except Exception as exc:
                 await self._wipe()
                 raise ApiError(f"could not start the manager: {exc}") from exc
+            await self._first_session()
             log.info("initialised swarm %s; this node %s is its first manager", cluster_id, node_id)
             return node_id
 
@@ -330,7 +350,7 @@ class NodeAgent:
         if self.config.etcd_endpoints:
             etcd = EtcdClient(self.config.etcd_endpoints)
         else:
-            member = EtcdMember(self.config.data_dir / "etcd", me.ID, advertise_ip, self.config.etcd_binary)
+            member = EtcdMember(self.config.data_dir / "etcd", me.ID, advertise_ip, cluster.ID, self.config.etcd_binary)
             shutil.rmtree(member.dir, ignore_errors=True)
             await member.start()
             self.member = member
@@ -382,6 +402,7 @@ class NodeAgent:
             except Exception as exc:
                 await self._wipe()
                 raise ApiError(f"joined, but could not start this node's {result['role']} role: {exc}") from exc
+            await self._first_session()
             log.info("joined swarm %s as %s %s", result["cluster_id"], result["role"], result["node_id"])
 
     async def _join_via(
@@ -398,7 +419,7 @@ class NodeAgent:
                 "refusing to send anything to it"
             )
         key = pki.new_key_pem()
-        local_ip = ""
+        local_ip = route_source(addr.rsplit(":", 1)[0])
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_context(ca_pem))) as http:
             body = {
                 "token": req.JoinToken,
@@ -408,8 +429,6 @@ class NodeAgent:
                 "availability": req.Availability or "active",
             }
             async with http.post(f"https://{addr}/swarmd/join", json=body, timeout=timeout) as resp:
-                sock = resp.connection.transport.get_extra_info("sockname") if resp.connection else None
-                local_ip = sock[0] if sock else ""
                 data = await resp.json(content_type=None)
                 if resp.status != 200:
                     raise ApiError(data.get("message", f"join refused with HTTP {resp.status}"), status=resp.status)
@@ -419,6 +438,8 @@ class NodeAgent:
 
     def _role_wanted(self, role: str) -> None:
         """The managers changed this node's role: switch once, outside the session that noticed."""
+        if asyncio.get_running_loop().time() < self._role_retry_at:
+            return
         if self._role_change is None or self._role_change.done():
             self._role_change = asyncio.create_task(self._change_role(role), name="role-change")
 
@@ -457,14 +478,37 @@ class NodeAgent:
             if self.member is not None:
                 await self.member.stop(wipe=True)
                 self.member = None
-            self.certs = pki.NodeCerts(ca_pem=result["ca"].encode(), cert_pem=result["cert"].encode(), key_pem=key)
-            self.certs.save(self.config.data_dir)
+            previous = (self.certs, self.state.role, self.state.managers)
             own = f"{self.state.advertise_ip}:{self.state.api_port}"
-            self.state.role = role
-            self.state.managers = [m for m in result["managers"] if role == "manager" or m != own]
-            self._save_state()
-            await self._activate(initial_cluster=result.get("etcd_initial_cluster") or None)
+            self._adopt(
+                pki.NodeCerts(ca_pem=result["ca"].encode(), cert_pem=result["cert"].encode(), key_pem=key),
+                role,
+                [m for m in result["managers"] if role == "manager" or m != own],
+            )
+            try:
+                await self._activate(initial_cluster=result.get("etcd_initial_cluster") or None)
+            except Exception:
+                # Go back to what worked; the managers still want the new role, so try again later.
+                log.exception("node %s could not start as a %s; staying a %s for now", self.state.node_id, role, previous[1])
+                await self._deactivate()
+                if self.member is not None:
+                    await self.member.stop(wipe=True)
+                    self.member = None
+                self._adopt(*previous)
+                await self._activate(initial_cluster=None)
+                loop = asyncio.get_running_loop()
+                self._role_retry_at = loop.time() + ROLE_RETRY
+                loop.call_later(ROLE_RETRY, self._role_wanted, role)
+                return
             log.info("node %s is now a %s", self.state.node_id, role)
+
+    def _adopt(self, certs: pki.NodeCerts, role: str, managers: list[str]) -> None:
+        assert self.state is not None
+        self.certs = certs
+        certs.save(self.config.data_dir)
+        self.state.role = role
+        self.state.managers = managers
+        self._save_state()
 
     # --------------------------------------------------------------- leave
 

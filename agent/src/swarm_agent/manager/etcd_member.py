@@ -7,6 +7,7 @@ adopted rather than started twice; its data directory is the agent's own.
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -28,9 +29,12 @@ def client_url(ip: str) -> str:
 
 
 class EtcdMember:
-    def __init__(self, data_dir: Path, name: str, ip: str, binary: str = "etcd") -> None:
+    def __init__(self, data_dir: Path, name: str, ip: str, cluster_id: str, binary: str = "etcd") -> None:
         self.dir = data_dir
         self.name = name
+        # etcd derives its member and cluster IDs from the peer URLs and this token:
+        # without the swarm's ID in it, two swarms on the same addresses would look alike.
+        self.token = f"swarm-{cluster_id}"
         self.ip = ip
         self.binary = binary
         self.local_url = client_url("127.0.0.1")
@@ -43,11 +47,13 @@ class EtcdMember:
         return self.dir / "etcd.pid"
 
     async def healthy(self) -> bool:
+        """True once the member serves linearizable reads: a learner that has not been promoted yet does not."""
         try:
             async with aiohttp.ClientSession() as http:
-                async with http.get(self.local_url + "/health", timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                    return resp.status == 200 and (await resp.json(content_type=None)).get("health") == "true"
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                async with http.post(self.local_url + "/v3/kv/range", json={"key": "AA==", "count_only": True},
+                                     timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    return resp.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
             return False
 
     def _adoptable_pid(self) -> int | None:
@@ -71,9 +77,18 @@ class EtcdMember:
             if await self.healthy():
                 return
             if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"etcd exited with {self._proc.returncode}; see {self.dir / 'etcd.log'}")
+                raise RuntimeError(f"etcd exited with {self._proc.returncode}: {self._last_words()}")
             await asyncio.sleep(0.1)
         raise RuntimeError(f"etcd did not become healthy within 60 s; see {self.dir / 'etcd.log'}")
+
+    def _last_words(self) -> str:
+        """The lines of etcd's log that say why it stopped."""
+        try:
+            lines = (self.dir / "etcd.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return "no log"
+        telling = [line for line in lines[-40:] if " C | " in line or " E | " in line or "panic" in line or "error" in line.lower()]
+        return " / ".join(telling[-3:] or lines[-2:])
 
     def _spawn(self, initial_cluster: str, state: str) -> None:
         argv = [
@@ -86,6 +101,7 @@ class EtcdMember:
             "--initial-advertise-peer-urls", peer_url(self.ip),
             "--initial-cluster", initial_cluster,
             "--initial-cluster-state", state,
+            "--initial-cluster-token", self.token,
             "--heartbeat-interval", "100",
             "--election-timeout", "1000",
             "--auto-compaction-mode", "revision",
@@ -139,5 +155,6 @@ class EtcdMember:
                     pass
         self.pidfile.unlink(missing_ok=True)
         if wipe:
-            subprocess.run(["rm", "-rf", str(self.dir)], check=False)
+            # The log stays: it is what explains a member that would not start.
+            shutil.rmtree(self.dir / "data", ignore_errors=True)
         log.info("stopped etcd member %s%s", self.name, " and removed its data" if wipe else "")

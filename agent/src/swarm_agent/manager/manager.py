@@ -224,13 +224,41 @@ class Manager:
         }
 
     async def add_member(self, node_id: str, ip: str) -> str:
-        """Make room for a new manager's etcd member; returns the initial-cluster string it starts with."""
+        """Make room for a new manager's etcd member; returns the initial-cluster string it starts with.
+
+        The member joins as a learner, which does not count towards quorum,
+        and is promoted to a voter once it has caught up: a new manager whose
+        etcd never comes up cannot take the cluster's quorum down with it.
+        """
         if self.member is None:
             return ""  # an external etcd: the new manager uses it as configured
         members = await self.store.etcd.member_list()
-        if not any(peer_url(ip) in m.get("peerURLs", []) for m in members):
-            _, members = await self.store.etcd.member_add(peer_url(ip))
+        existing = next((m for m in members if peer_url(ip) in m.get("peerURLs", [])), None)
+        if existing is not None and existing.get("isLearner"):
+            # Left from an attempt that failed: its data is gone, so it must start afresh under a new ID.
+            await self.store.etcd.member_remove(int(existing["ID"]))
+            existing = None
+        if existing is None:
+            member_id, members = await self.store.etcd.member_add(peer_url(ip), learner=True)
+            self._tasks.append(asyncio.create_task(self._promote_when_synced(member_id, node_id), name="promote"))
         return ",".join(f"{m.get('name') or node_id}={m['peerURLs'][0]}" for m in members)
+
+    async def _promote_when_synced(self, member_id: int, node_id: str, patience: float = 120.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while loop.time() < deadline:
+            await asyncio.sleep(1)
+            try:
+                await self.store.etcd.member_promote(member_id)
+                log.info("etcd member of manager %s caught up and now votes", node_id)
+                return
+            except EtcdError as exc:
+                if "member not found" in str(exc):
+                    return
+                log.debug("etcd member of manager %s not promoted yet: %s", node_id, exc)
+        log.error("etcd member of manager %s did not catch up within %.0f s; removing it", node_id, patience)
+        with contextlib.suppress(EtcdError):
+            await self.store.etcd.member_remove(member_id)
 
     async def remove_node(self, node: Node) -> None:
         from .dispatcher import REMOVED

@@ -277,9 +277,16 @@ class EtcdClient:
                     raise
             await asyncio.sleep(0.5)
 
-    async def member_add(self, peer_url: str) -> tuple[int, list[dict[str, Any]]]:
-        data = await self._reconfigure("/v3/cluster/member/add", {"peerURLs": [peer_url]})
+    async def member_add(self, peer_url: str, learner: bool = False) -> tuple[int, list[dict[str, Any]]]:
+        body: dict[str, Any] = {"peerURLs": [peer_url]}
+        if learner:
+            body["isLearner"] = True
+        data = await self._reconfigure("/v3/cluster/member/add", body)
         return int(data["member"]["ID"]), data.get("members") or []
+
+    async def member_promote(self, member_id: int) -> None:
+        """Make a learner a voting member; etcd refuses until the learner has caught up."""
+        await self.call("/v3/cluster/member/promote", {"ID": str(member_id)})
 
     async def member_remove(self, member_id: int) -> None:
         await self._reconfigure("/v3/cluster/member/remove", {"ID": str(member_id)})

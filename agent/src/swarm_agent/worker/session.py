@@ -56,6 +56,7 @@ class WorkerSession:
         self._wake = asyncio.Event()
         self._outbox_ready = asyncio.Event()
         self._have_assignments = False
+        self.established = asyncio.Event()
 
     # ----------------------------------------------------------- lifecycle
 
@@ -96,6 +97,7 @@ class WorkerSession:
                 if resp.status != 200:
                     raise aiohttp.ClientError(f"session refused: {body.get('message', resp.status)}")
             self.connected_to = addr
+            self.established.set()
             self._learn_managers(body.get("managers") or [])
             log.info("node %s: session open with manager %s", self.node_id, addr)
             # Whatever the previous manager had not yet recorded must be sent again.
