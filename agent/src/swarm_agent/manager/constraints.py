@@ -55,20 +55,24 @@ def parse_constraints(exprs: list[str] | None) -> list[Constraint]:
     return [parse_constraint(e) for e in exprs or []]
 
 
+def node_value(node: Node, key: str) -> str | None:
+    """What a constraint or spread preference reads from a node; None where the node lacks that label."""
+    fixed = {
+        "node.id": node.ID,
+        "node.hostname": node.Description.Hostname,
+        "node.role": node.Spec.Role,
+        "node.platform.os": node.Description.Platform.OS,
+        "node.platform.arch": node.Description.Platform.Architecture,
+    }
+    if key in fixed:
+        return fixed[key]
+    for prefix, labels in (("node.labels.", node.Spec.Labels), ("engine.labels.", node.Description.Engine.Labels)):
+        if key.startswith(prefix):
+            return labels.get(key[len(prefix):])
+    return None
+
+
 def node_attribute(node: Node, key: str) -> str:
-    """The value a constraint or spread preference reads from a node."""
-    if key == "node.id":
-        return node.ID
-    if key == "node.hostname":
-        return node.Description.Hostname
-    if key == "node.role":
-        return node.Spec.Role
-    if key == "node.platform.os":
-        return node.Description.Platform.OS
-    if key == "node.platform.arch":
-        return node.Description.Platform.Architecture
-    if key.startswith("node.labels."):
-        return node.Spec.Labels.get(key[len("node.labels."):], "")
-    if key.startswith("engine.labels."):
-        return node.Description.Engine.Labels.get(key[len("engine.labels."):], "")
-    return ""
+    """As constraints see it: a missing label reads as the empty string, as in Swarm."""
+    value = node_value(node, key)
+    return "" if value is None else value

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..api.models import Node, PlatformInfo, Service, Task, TaskSpec, TaskState
-from .constraints import Constraint, parse_constraints
+from .constraints import Constraint, node_value, parse_constraints
 
 log = logging.getLogger(__name__)
 
@@ -169,20 +169,7 @@ class _Placement:
 
 def spread_value(node: Node, descriptor: str) -> str | None:
     """The group a node falls in for ``spread=descriptor``; None when it lacks the label."""
-    for prefix, labels in (("node.labels.", node.Spec.Labels), ("engine.labels.", node.Description.Engine.Labels)):
-        if descriptor.startswith(prefix):
-            return labels.get(descriptor[len(prefix):])
-    if descriptor == "node.id":
-        return node.ID
-    if descriptor == "node.hostname":
-        return node.Description.Hostname
-    if descriptor == "node.role":
-        return node.Spec.Role
-    if descriptor == "node.platform.os":
-        return node.Description.Platform.OS
-    if descriptor == "node.platform.arch":
-        return node.Description.Platform.Architecture
-    return None
+    return node_value(node, descriptor)
 
 
 @dataclass(eq=False)
