@@ -217,11 +217,13 @@ class NodeAgent:
             if self.config.etcd_endpoints:
                 endpoints = list(self.config.etcd_endpoints)
             else:
-                self.member = EtcdMember(
-                    self.config.data_dir / "etcd", self.state.node_id, self.state.advertise_ip,
-                    self.state.cluster_id, self.config.etcd_binary,
-                )
-                await self.member.start(initial_cluster, "existing" if initial_cluster else "new")
+                if self.member is None:
+                    # init already started the member it seeded; otherwise start (or adopt) it now.
+                    self.member = EtcdMember(
+                        self.config.data_dir / "etcd", self.state.node_id, self.state.advertise_ip,
+                        self.state.cluster_id, self.config.etcd_binary,
+                    )
+                    await self.member.start(initial_cluster, "existing" if initial_cluster else "new")
                 endpoints = [self.member.local_url]
             self.manager = Manager(
                 node_id=self.state.node_id,

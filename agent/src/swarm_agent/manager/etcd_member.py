@@ -28,6 +28,23 @@ def client_url(ip: str) -> str:
     return f"http://{ip}:{CLIENT_PORT}"
 
 
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie: an exited child of this agent lingers until it is reaped."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (adopted after a restart): its parent reaps it
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 class EtcdMember:
     def __init__(self, data_dir: Path, name: str, ip: str, cluster_id: str, binary: str = "etcd") -> None:
         self.dir = data_dir
@@ -59,10 +76,9 @@ class EtcdMember:
     def _adoptable_pid(self) -> int | None:
         try:
             pid = int(self.pidfile.read_text())
-            os.kill(pid, 0)
-            return pid
         except (OSError, ValueError):
             return None
+        return pid if _alive(pid) else None
 
     async def start(self, initial_cluster: str | None = None, state: str = "new") -> None:
         """Start the member (or adopt a running one) and wait until it serves."""

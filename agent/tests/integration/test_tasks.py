@@ -1,0 +1,66 @@
+"""Task life on one node: restart policies, a task that fits nowhere, and a manager leaving."""
+
+import json
+
+import pytest
+
+from harness.cluster import SwarmNode, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def single(lab, busybox):
+    image, archive = busybox
+    host = lab.add_host("m1")
+    host.load_image(archive)
+    node = SwarmNode(host)
+    node.start()
+    node.init()
+    return image, node
+
+
+def task_states(node: SwarmNode, service: str) -> list[str]:
+    ids = node.docker("service", "ps", "-q", "--no-trunc", service).stdout.split()
+    return sorted(t["Status"]["State"] for t in json.loads(node.docker("inspect", "--type", "task", *ids).stdout))
+
+
+def test_restart_policies(single):
+    image, node = single
+    node.docker("service", "create", "-d", "--name", "once", "--restart-condition", "none",
+                image, "sh", "-c", "exit 3")
+    node.docker("service", "create", "-d", "--name", "twice", "--restart-condition", "on-failure",
+                "--restart-max-attempts", "2", "--restart-delay", "100ms", image, "sh", "-c", "exit 4")
+    node.docker("service", "create", "-d", "--name", "done", "--restart-condition", "on-failure",
+                image, "true")
+    wait_for("once failed, not restarted", lambda: task_states(node, "once") == ["failed"])
+    wait_for("twice failed three times", lambda: task_states(node, "twice") == ["failed"] * 3, timeout=60)
+    wait_for("done completed", lambda: task_states(node, "done") == ["complete"])
+    errors = node.docker("service", "ps", "--format", "{{.Error}}", "twice").stdout
+    assert "task: non-zero exit (4)" in errors, errors
+    # Nothing more happens afterwards: the policies are spent.
+    node.docker("service", "ls")
+    assert task_states(node, "twice") == ["failed"] * 3 and task_states(node, "once") == ["failed"]
+
+
+def test_a_task_that_fits_nowhere_says_why(single):
+    image, node = single
+    node.docker("service", "create", "-d", "--name", "ssd", "--constraint", "node.labels.storage==ssd",
+                image, "sleep", "3600")
+    reason = wait_for("the pending reason", lambda: node.docker(
+        "service", "ps", "--no-trunc", "--format", "{{.CurrentState}} {{.Error}}", "ssd").stdout.strip())
+    assert reason.startswith("Pending") and "no suitable node (scheduling constraints not satisfied on 1 node)" in reason
+    node.docker("node", "update", "--label-add", "storage=ssd", "m1")
+    wait_for("placed once a node has the label", lambda: "Running" in node.docker(
+        "service", "ps", "--format", "{{.CurrentState}}", "ssd").stdout)
+
+
+def test_manager_leave_needs_force(single):
+    _, node = single
+    refused = node.docker("swarm", "leave", check=False)
+    assert refused.returncode != 0 and "Use `--force` to suppress this message" in refused.stderr
+    node.docker("swarm", "leave", "--force")
+    assert node.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip() == "inactive"
+    # The node can start a new swarm afterwards.
+    node.docker("swarm", "init", "--advertise-addr", node.host.ip)
+    assert "Leader" in node.docker("node", "ls").stdout
