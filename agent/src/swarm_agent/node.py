@@ -530,11 +530,26 @@ class NodeAgent:
                 with contextlib.suppress(Exception):
                     await self.manager.leave_etcd()
             executor = self.worker.executor if self.worker else Executor(self.config.docker_url, self.state.node_id)
+            await self._say_goodbye()
             await self._deactivate()
             for task_id in await asyncio.to_thread(executor.observe_all):
                 await asyncio.to_thread(executor.remove, task_id)
             await self._wipe()
             log.info("left the swarm")
+
+    async def _say_goodbye(self) -> None:
+        """Tell the managers this node is leaving; if none answers, its session simply expires."""
+        assert self.state is not None and self.certs is not None
+        addrs = ([self.worker.connected_to] if self.worker and self.worker.connected_to else []) + self.state.managers
+        context = pki.client_context(self.certs.ca_pem, self.certs.cert_pem, self.certs.key_pem)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http:
+            for addr in addrs:
+                try:
+                    async with http.post(f"https://{addr}/swarmd/leave", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                        if resp.status == 200:
+                            return
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    log.info("manager %s did not take the goodbye: %s", addr, exc)
 
     async def _wipe(self) -> None:
         await self._deactivate()

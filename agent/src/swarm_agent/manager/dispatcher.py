@@ -130,7 +130,9 @@ async def open_session(request: web.Request) -> web.Response:
     peer_ip = request.transport.get_extra_info("peername")[0] if request.transport else ""
     period = await mgr.heartbeat_period()
     lease = await mgr.store.etcd.lease_grant(max(2, math.ceil(3 * period)))
-    await mgr.store.put_json(SESSIONS + node_id, {"manager": mgr.node_id, "since": now(), "addr": peer_ip}, lease=lease)
+    await mgr.store.put_json(
+        SESSIONS + node_id, {"manager": mgr.node_id, "since": now(), "addr": peer_ip, "lease": lease}, lease=lease
+    )
     for _ in range(5):
         node = await mgr.store.get(Node, node_id)
         if node is None:
@@ -155,6 +157,17 @@ async def heartbeat(request: web.Request) -> web.Response:
     if ttl <= 0:
         raise ApiError("session expired: open a new one", status=410)
     return json_response({"heartbeat_period": await mgr.heartbeat_period()})
+
+
+async def leave(request: web.Request) -> web.Response:
+    """A node leaving the swarm ends its session now, so it shows Down at once rather than when the lease expires."""
+    mgr = manager_of(request)
+    node_id = node_of(request)
+    record = await mgr.store.get_json(SESSIONS + node_id)
+    if record is not None and record.get("lease"):
+        await mgr.store.etcd.lease_revoke(int(record["lease"]))
+    log.info("node %s left the swarm", node_id)
+    return json_response({})
 
 
 def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
@@ -233,4 +246,5 @@ ROUTES = [
     Route("POST", "/swarmd/heartbeat", heartbeat, "node"),
     Route("GET", "/swarmd/assignments", assignments, "node"),
     Route("POST", "/swarmd/status", report_status, "node"),
+    Route("POST", "/swarmd/leave", leave, "node"),
 ]
