@@ -1,0 +1,235 @@
+"""The swarm.cluster modules, run by the real ``ansible-playbook`` against a real cluster.
+
+One manager and one worker (network-namespace hosts with their own Docker
+engine and a real ``swarmd``); the playbooks run on the controller with the
+local connection and talk to the manager's socket, as they would on a manager.
+Results come from the ansible.posix.json callback; what the modules claim is
+checked with the docker CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.cluster import SwarmNode, running_tasks, wait_for
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+COLLECTIONS = REPO / "collections"
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+WEB = ["httpd", "-f", "-p", "80", "-h", "/"]
+
+
+class Playbooks:
+    """Runs one play of the given tasks on localhost and returns each task's result, in order."""
+
+    def __init__(self, workdir: Path, manager: SwarmNode) -> None:
+        self.workdir = workdir
+        self.manager = manager
+        self.runs = 0
+
+    def run(self, *tasks: dict[str, Any]) -> list[dict[str, Any]]:
+        self.runs += 1
+        play = {
+            "hosts": "localhost",
+            "gather_facts": False,
+            # The group also proves meta/runtime.yml's action_group; docker_host's unix:// form is what
+            # community.docker users have in their module_defaults.
+            "module_defaults": {"group/swarm.cluster.swarm": {"docker_host": f"unix://{self.manager.socket}"}},
+            "tasks": list(tasks),
+        }
+        playbook = self.workdir / f"play{self.runs}.yml"
+        playbook.write_text(json.dumps([play], indent=2))  # JSON is YAML
+        env = dict(
+            os.environ,
+            ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
+            ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+            ANSIBLE_LOCAL_TEMP=str(self.workdir / "tmp"),
+            ANSIBLE_REMOTE_TEMP=str(self.workdir / "tmp"),
+            ANSIBLE_LOCALHOST_WARNING="false",
+            ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
+            ANSIBLE_NOCOLOR="1",
+        )
+        proc = subprocess.run(
+            [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local",
+             "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)],
+            capture_output=True, text=True, env=env, cwd=self.workdir, timeout=180, check=False,
+        )
+        try:
+            output = json.loads(proc.stdout)
+        except ValueError:
+            raise AssertionError(f"ansible-playbook gave no JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        results = [t["hosts"]["localhost"] for t in output["plays"][0]["tasks"]]
+        stats = output["stats"]["localhost"]
+        unexpected = [r for r, t in zip(results, tasks) if r.get("failed") and not t.get("ignore_errors")]
+        assert not unexpected and stats["unreachable"] == 0, f"play failed: {json.dumps(unexpected, indent=2)}"
+        return results
+
+
+def service_task(**options: Any) -> dict[str, Any]:
+    flags = {k: options.pop(k) for k in ("check_mode", "diff", "ignore_errors") if k in options}
+    return {"name": f"service {options.get('name')}", "swarm.cluster.service": options, **flags}
+
+
+def node_task(**options: Any) -> dict[str, Any]:
+    return {"name": f"node {options['hostname']}", "swarm.cluster.node": options}
+
+
+@pytest.fixture
+def cluster(lab, busybox):
+    image, archive = busybox
+    hosts = lab.add_hosts("m1", "w1")
+    for host in hosts:
+        host.load_image(archive)
+    manager, worker = nodes = [SwarmNode(h) for h in hosts]
+    for node in nodes:
+        node.start()
+    manager.init()
+    worker.join(manager)
+    wait_for(
+        "both nodes Ready",
+        lambda: manager.docker("node", "ls", "--format", "{{.Status}}").stdout.split().count("Ready") == 2,
+    )
+    return image, manager, worker
+
+
+@pytest.fixture
+def playbooks(cluster, tmp_path):
+    _, manager, _ = cluster
+    return Playbooks(tmp_path, manager)
+
+
+def inspect(manager: SwarmNode, kind: str, ref: str) -> dict[str, Any]:
+    return manager.json(kind, "inspect", ref)[0]
+
+
+def test_service_create_update_check_diff_errors_and_remove(cluster, playbooks):
+    image, manager, worker = cluster
+    web = {"name": "web", "image": image}
+
+    created, = playbooks.run(service_task(
+        **web, replicas=2, command=WEB[:1], args=WEB[1:], env={"MODE": "one"}, labels={"tier": "front"},
+        container_labels={"team": "a"}, update_config={"delay": "1s", "parallelism": 1},
+        restart_config={"delay": "2s"}, wait=True, wait_timeout=60,
+    ))
+    assert created["changed"] and "replicas" in created["changes"], created
+    assert "converged: 2 of 2" in created["convergence"]
+    assert len(running_tasks(manager, "web")) == 2
+    spec = inspect(manager, "service", "web")["Spec"]
+    assert created["service"]["ID"] == inspect(manager, "service", "web")["ID"]
+    assert spec["TaskTemplate"]["ContainerSpec"]["Env"] == ["MODE=one"]
+    assert spec["UpdateConfig"]["Delay"] == 1_000_000_000
+    assert spec["TaskTemplate"]["RestartPolicy"]["Delay"] == 2_000_000_000
+
+    version = inspect(manager, "service", "web")["Version"]["Index"]
+    again, checked, bad = playbooks.run(
+        service_task(**web, replicas=2, command=WEB[:1], args=WEB[1:], env={"MODE": "one"},
+                     labels={"tier": "front"}, update_config={"delay": "1s"}),
+        service_task(name="web", replicas=1, labels={"tier": "back"}, check_mode=True),
+        service_task(name="web", placement={"constraints": ["node.colour==red"]}, ignore_errors=True),
+    )
+    assert not again["changed"] and again["changes"] == [], again
+    assert checked["changed"] and sorted(checked["changes"]) == ["labels", "replicas"], checked
+    assert bad["failed"] and "TaskTemplate.Placement.Constraints" in bad["msg"] and "node.colour" in bad["msg"], bad
+    after = inspect(manager, "service", "web")
+    assert after["Version"]["Index"] == version, "check mode or a refused update changed the service"
+    assert after["Spec"]["Labels"] == {"tier": "front"} and after["Spec"]["Mode"]["Replicated"]["Replicas"] == 2
+
+    updated, = playbooks.run(service_task(name="web", replicas=3, env=["MODE=two"], diff=True, wait=True))
+    assert updated["changed"] and sorted(updated["changes"]) == ["env", "replicas"], updated
+    assert updated["diff"]["before"]["Mode"]["Replicated"]["Replicas"] == 2
+    assert updated["diff"]["after"]["Mode"]["Replicated"]["Replicas"] == 3
+    assert updated["diff"]["after"]["TaskTemplate"]["ContainerSpec"]["Env"] == ["MODE=two"]
+    spec = inspect(manager, "service", "web")["Spec"]
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    assert container["Env"] == ["MODE=two"] and spec["Mode"]["Replicated"]["Replicas"] == 3
+    # Options not given in the update are kept, unlike community.docker's reset to defaults.
+    assert spec["Labels"] == {"tier": "front"} and container["Labels"] == {"team": "a"}
+    assert container["Command"] == WEB[:1] and container["Args"] == WEB[1:]
+    assert spec["UpdateConfig"]["Delay"] == 1_000_000_000
+    assert "converged: 3 of 3" in updated["convergence"]
+    assert sorted(t["Spec"]["ContainerSpec"]["Env"][0] for t in running_tasks(manager, "web")) == ["MODE=two"] * 3
+
+    removed, removed_again = playbooks.run(
+        service_task(name="web", state="absent", wait=True, wait_timeout=60),
+        service_task(name="web", state="absent"),
+    )
+    assert removed["changed"] and not removed_again["changed"]
+    assert "web" not in manager.docker("service", "ls", "--format", "{{.Name}}").stdout.split()
+
+
+def test_nodes_labels_wait_and_info(cluster, playbooks):
+    image, manager, worker = cluster
+    ssd = {"name": "ssd", "image": image, "command": WEB, "placement": {"constraints": ["node.labels.storage==ssd"]}}
+
+    # No node has the label: the wait gives up and says why.
+    unplaced, = playbooks.run(service_task(**ssd, wait=True, wait_timeout=4, ignore_errors=True))
+    assert unplaced["failed"] and "no suitable node" in unplaced["msg"], unplaced
+
+    labelled, relabelled, drained, drained_again, replaced, placed = playbooks.run(
+        node_task(hostname="w1", labels={"storage": "ssd"}),
+        node_task(hostname="w1", labels={"storage": "ssd"}),
+        node_task(hostname="m1", availability="drain"),
+        node_task(hostname="m1", availability="drain"),
+        node_task(hostname="m1", labels={"zone": "a"}, labels_state="replace"),
+        service_task(name="ssd", wait=True, wait_timeout=60),
+    )
+    assert labelled["changed"] and labelled["changes"] == ["labels"] and not relabelled["changed"]
+    assert drained["changed"] and drained["diff"]["before"]["Availability"] == "active" and not drained_again["changed"]
+    assert replaced["changed"] and replaced["node"]["Spec"]["Labels"] == {"zone": "a"}
+    assert not placed["changed"] and "converged: 1 of 1" in placed["convergence"], placed
+    assert inspect(manager, "node", "w1")["Spec"]["Labels"] == {"storage": "ssd"}
+    assert inspect(manager, "node", "m1")["Spec"]["Availability"] == "drain"
+    assert [t["NodeID"] for t in running_tasks(manager, "ssd")] == [worker.node_id]
+
+    active, service_info, missing, node_info, me, swarm = playbooks.run(
+        node_task(hostname="m1", availability="active"),
+        {"name": "service info", "swarm.cluster.service_info": {"name": "ssd"}},
+        {"name": "missing service", "swarm.cluster.service_info": {"name": "nope"}},
+        {"name": "node info", "swarm.cluster.node_info": {}},
+        {"name": "node info self", "swarm.cluster.node_info": {"self": True}},
+        {"name": "swarm info", "swarm.cluster.swarm_info": {"nodes": True, "services": True, "tasks": True,
+                                                            "tasks_filters": {"desired-state": "running"}}},
+    )
+    assert active["changed"] and inspect(manager, "node", "m1")["Spec"]["Availability"] == "active"
+
+    assert service_info["exists"] and not missing["exists"] and missing["service"] is None
+    cli_service = inspect(manager, "service", "ssd")
+    assert service_info["service"]["ID"] == cli_service["ID"]
+    # The CLI re-encodes through Go structs (zero values dropped, nulls added): compare what it keeps intact.
+    for path in (("Mode",), ("TaskTemplate", "ContainerSpec"), ("TaskTemplate", "Placement")):
+        ours, theirs = service_info["service"]["Spec"], cli_service["Spec"]
+        for key in path:
+            ours, theirs = ours[key], theirs[key]
+        assert ours == theirs, path
+    assert service_info["service"]["ServiceStatus"]["RunningTasks"] == 1
+
+    cli_nodes = [line.split() for line in manager.docker(
+        "node", "ls", "--format", "{{.ID}} {{.Hostname}} {{.Status}} {{.Availability}}").stdout.splitlines()]
+    assert sorted(n["Description"]["Hostname"] for n in node_info["nodes"]) == ["m1", "w1"]
+    assert [n["ID"] for n in me["nodes"]] == [manager.node_id]
+    summaries = sorted(
+        [n["ID"], n["Hostname"], n["Status"].capitalize(), n["Availability"].capitalize()] for n in swarm["nodes"]
+    )
+    assert summaries == sorted(cli_nodes)
+    assert next(n for n in swarm["nodes"] if n["Hostname"] == "m1")["ManagerStatus"] == "Leader"
+
+    assert swarm["docker_swarm_active"] and swarm["docker_swarm_manager"]
+    cluster_id = manager.docker("info", "--format", "{{.Swarm.Cluster.ID}}").stdout.strip()
+    assert swarm["swarm_facts"]["ID"] == cluster_id
+    cli_services = manager.docker("service", "ls", "--format", "{{.ID}} {{.Name}} {{.Replicas}}").stdout.split()
+    summary = swarm["services"][0]
+    assert [summary["ID"][:12], summary["Name"], f"{summary['RunningTasks']}/{summary['Replicas']}"] == cli_services
+    cli_tasks = manager.docker("service", "ps", "ssd", "--filter", "desired-state=running",
+                               "--format", "{{.ID}} {{.Node}} {{.CurrentState}}").stdout.split()
+    assert [(t["ID"][:12], t["Node"], t["CurrentState"]) for t in swarm["tasks"]] == [
+        (cli_tasks[0], cli_tasks[1], cli_tasks[2].lower())
+    ]
