@@ -18,18 +18,14 @@ extends_documentation_fragment:
   - swarm.cluster.api
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
+  - swarm.cluster.attributes
 attributes:
-  action_group:
-    support: full
-    membership: [swarm.cluster.swarm]
   check_mode:
     support: full
   diff_mode:
     support: full
     details:
       - The diff shows the node spec (Name, Labels, Role, Availability) before and after.
-  platform:
-    platforms: posix
 options:
   hostname:
     description:

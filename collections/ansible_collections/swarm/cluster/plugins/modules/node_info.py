@@ -17,20 +17,8 @@ extends_documentation_fragment:
   - swarm.cluster.api
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
-attributes:
-  action_group:
-    support: full
-    membership: [swarm.cluster.swarm]
-  check_mode:
-    support: full
-    details:
-      - This action does not modify state.
-  diff_mode:
-    support: N/A
-    details:
-      - This action does not modify state.
-  platform:
-    platforms: posix
+  - swarm.cluster.attributes
+  - swarm.cluster.attributes.info_module
 options:
   name:
     description:

@@ -25,18 +25,14 @@ extends_documentation_fragment:
   - swarm.cluster.wait
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
+  - swarm.cluster.attributes
 attributes:
-  action_group:
-    support: full
-    membership: [swarm.cluster.swarm]
   check_mode:
     support: full
   diff_mode:
     support: full
     details:
       - The diff shows the service spec (as the API carries it) before and after.
-  platform:
-    platforms: posix
 options:
   name:
     description:
