@@ -142,8 +142,8 @@ class SwarmApi:
     def post(self, path: str, body: Any, query: dict[str, Any] | None = None) -> Any:
         return self._or_fail("POST", path, query, body)
 
-    def delete(self, path: str) -> None:
-        self._or_fail("DELETE", path)
+    def delete(self, path: str, query: dict[str, Any] | None = None) -> None:
+        self._or_fail("DELETE", path, query)
 
     def list_objects(self, path: str, filters: dict[str, Any] | None = None, **query: Any) -> list[Any]:
         params = dict(query)
