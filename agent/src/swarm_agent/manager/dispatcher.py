@@ -6,6 +6,7 @@ manager a worker talks to, the leader sees the node go quiet when the lease
 expires, and a worker that fails over to another manager keeps its lease.
 """
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -190,19 +191,26 @@ async def assignments(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     last_digest = ""
+    last_stamp: tuple[int, int] | None = None
     revision = 0
     period = await mgr.heartbeat_period()
+    loop = asyncio.get_running_loop()
+    last_write = 0.0
     try:
         while mgr.running:
-            message = _assignment(mgr, node_id)
-            encoded = json.dumps(message, sort_keys=True)
-            digest = hashlib.sha256(encoded.encode()).hexdigest()
-            if digest != last_digest:
-                await response.write(encoded.encode() + b"\n")
-                last_digest = digest
-            else:
+            stamp = mgr.cache.state.assignment_stamp(node_id)
+            # Most changes concern other nodes: recompute only when this node's inputs moved.
+            if stamp != last_stamp:
+                last_stamp = stamp
+                encoded = json.dumps(_assignment(mgr, node_id), sort_keys=True).encode()
+                digest = hashlib.sha256(encoded).hexdigest()
+                if digest != last_digest:
+                    await response.write(encoded + b"\n")
+                    last_digest, last_write = digest, loop.time()
+            if loop.time() - last_write >= period:
                 # An empty line now and then tells both ends the stream is alive.
                 await response.write(b"\n")
+                last_write = loop.time()
             revision = await mgr.cache.wait_change(revision, timeout=period)
     except (ConnectionError, aiohttp.ClientConnectionResetError):
         log.info("node %s closed its assignment stream", node_id)

@@ -17,6 +17,7 @@ wrote in between, exactly as Docker's ``?version=`` parameter promises.
 """
 
 import asyncio
+import itertools
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -50,6 +51,8 @@ TABLES: dict[type, str] = {Service: ROOT + "services/", Task: ROOT + "tasks/", N
 MAX_TXN_OPS = 128
 
 M = TypeVar("M", bound=Wire)
+
+_STAMPS = itertools.count(1)
 
 
 class Conflict(Exception):
@@ -198,8 +201,25 @@ class Snapshot:
     # Indexes the dispatcher and the API need on every call.
     tasks_by_service: dict[str, set[str]] = field(default_factory=dict)
     tasks_by_node: dict[str, set[str]] = field(default_factory=dict)
+    # When something a node's assignments are made of last changed: its tasks or its node record
+    # (per node), services or managers (for all). Stamps only grow, across reloads too, so a
+    # dispatcher stream recomputes a node's assignments only when they can have changed.
+    node_stamps: dict[str, int] = field(default_factory=dict)
+    shared_stamp: int = 0
+
+    def touch_node(self, node_id: str | None) -> None:
+        if node_id:
+            self.node_stamps[node_id] = next(_STAMPS)
+
+    def touch_all(self) -> None:
+        self.shared_stamp = next(_STAMPS)
+
+    def assignment_stamp(self, node_id: str) -> tuple[int, int]:
+        return self.node_stamps.get(node_id, 0), self.shared_stamp
 
     def index_task(self, old: Task | None, new: Task | None) -> None:
+        self.touch_node(old.NodeID if old is not None else None)
+        self.touch_node(new.NodeID if new is not None else None)
         if old is not None:
             self.tasks_by_service.get(old.ServiceID, set()).discard(old.ID)
             if old.NodeID:
@@ -264,6 +284,10 @@ class Cache:
                         table[obj_id] = new
                     if model is Task:
                         state.index_task(old, new)
+                    elif model is Node:
+                        state.touch_node(obj_id)
+                    else:
+                        state.touch_all()
                     return
             if key == CLUSTER_KEY:
                 state.cluster = None if kind == "delete" else decode(Swarm, kv)
@@ -272,6 +296,8 @@ class Cache:
             elif key.startswith(SESSIONS) or key.startswith(MANAGERS):
                 table = state.sessions if key.startswith(SESSIONS) else state.managers
                 obj_id = key.rsplit("/", 1)[1]
+                if table is state.managers:
+                    state.touch_all()
                 if kind == "delete":
                     table.pop(obj_id, None)
                 else:
