@@ -35,6 +35,7 @@ from .manager.manager import Manager
 from .store.etcd import EtcdClient
 from .store.state import CA_KEY, Store
 from .worker.executor import Executor
+from .worker.join import request_join
 from .worker.session import WorkerSession
 
 log = logging.getLogger(__name__)
@@ -371,16 +372,19 @@ class NodeAgent:
         async with self._transition:
             if self.state is not None:
                 raise NotManager(ALREADY_IN_SWARM)
-            try:
-                token = tokens.parse_token(req.JoinToken)
-            except ValueError as exc:
-                raise BadRequest(str(exc)) from None
             listen_host, listen_port = split_addr(req.ListenAddr or f"0.0.0.0:{DEFAULT_PORT}")
             errors = []
             for remote in req.RemoteAddrs:
                 host, port = split_addr(remote)
                 try:
-                    result, local_ip, key = await self._join_via(f"{host}:{port}", token, req)
+                    result, key = await request_join(
+                        f"{host}:{port}",
+                        req.JoinToken,
+                        hostname=self.config.hostname,
+                        advertise_addr=split_addr(req.AdvertiseAddr)[0] if req.AdvertiseAddr else "",
+                        availability=req.Availability or "active",
+                    )
+                    local_ip = route_source(host)
                     break
                 except ApiError:
                     raise
@@ -406,35 +410,6 @@ class NodeAgent:
                 raise ApiError(f"joined, but could not start this node's {result['role']} role: {exc}") from exc
             await self._first_session()
             log.info("joined swarm %s as %s %s", result["cluster_id"], result["role"], result["node_id"])
-
-    async def _join_via(
-        self, addr: str, token: tokens.JoinToken, req: JoinRequest
-    ) -> tuple[dict[str, Any], str, bytes]:
-        """Check the manager's CA against the token's digest, then ask it to sign our key."""
-        timeout = aiohttp.ClientTimeout(total=30)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_context(None))) as http:
-            async with http.get(f"https://{addr}/swarmd/ca", timeout=timeout) as resp:
-                ca_pem = (await resp.json(content_type=None))["ca"].encode()
-        if tokens.ca_digest(ca_pem) != token.digest:
-            raise BadRequest(
-                f"the manager at {addr} presented a root CA that does not match the join token; "
-                "refusing to send anything to it"
-            )
-        key = pki.new_key_pem()
-        local_ip = route_source(addr.rsplit(":", 1)[0])
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_context(ca_pem))) as http:
-            body = {
-                "token": req.JoinToken,
-                "csr": pki.make_csr(key).decode(),
-                "hostname": self.config.hostname,
-                "advertise_addr": split_addr(req.AdvertiseAddr)[0] if req.AdvertiseAddr else "",
-                "availability": req.Availability or "active",
-            }
-            async with http.post(f"https://{addr}/swarmd/join", json=body, timeout=timeout) as resp:
-                data = await resp.json(content_type=None)
-                if resp.status != 200:
-                    raise ApiError(data.get("message", f"join refused with HTTP {resp.status}"), status=resp.status)
-        return data, local_ip, key
 
     # ---------------------------------------------------- promote, demote
 

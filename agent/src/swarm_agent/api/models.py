@@ -350,7 +350,7 @@ class EndpointSettings(Wire):
     Ports: list[PortConfig] | None = None
 
     @model_validator(mode="after")
-    def _ports_unique(self) -> "EndpointSpec":
+    def _ports_unique(self) -> "EndpointSettings":
         seen: set[tuple[int, str]] = set()
         for port in self.Ports or []:
             if port.PublishedPort:

@@ -26,14 +26,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 
-from .. import pki, tokens
-from ..api.errors import ApiError, BadRequest
+from .. import pki
 from ..api.models import EngineDescription, NodeDescription, PlatformInfo, ResourceObject, Task, TaskState
 from .executor import _GO_ARCH, _plugins, Observed
+from .join import request_join
 from .session import WorkerSession
 
 log = logging.getLogger(__name__)
@@ -231,35 +230,6 @@ class HollowExecutor:
 
 
 # ---------------------------------------------------------------- joining
-
-
-async def request_join(addr: str, token: str, *, hostname: str) -> tuple[dict[str, Any], bytes]:
-    """Join the swarm through the manager at ``addr``: (the manager's answer, the node's new key).
-
-    The same two routes as ``NodeAgent._join_via``: the CA, checked against the
-    token's digest before anything is sent, then the CSR. The advertise address
-    is left to the manager (the address the request comes from).
-    """
-    try:
-        digest = tokens.parse_token(token).digest
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_context(None))) as http:
-        async with http.get(f"https://{addr}/swarmd/ca", timeout=timeout) as resp:
-            ca_pem = (await resp.json(content_type=None))["ca"].encode()
-    if tokens.ca_digest(ca_pem) != digest:
-        raise BadRequest(f"the manager at {addr} presented a root CA that does not match the join token; "
-                         "refusing to send anything to it")
-    key = pki.new_key_pem()
-    csr = (await asyncio.to_thread(pki.make_csr, key)).decode()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_context(ca_pem))) as http:
-        body = {"token": token, "csr": csr, "hostname": hostname, "advertise_addr": "", "availability": "active"}
-        async with http.post(f"https://{addr}/swarmd/join", json=body, timeout=timeout) as resp:
-            data = await resp.json(content_type=None)
-            if resp.status != 200:
-                raise ApiError(data.get("message", f"join refused with HTTP {resp.status}"), status=resp.status)
-    return data, key
 
 
 # ------------------------------------------------------------------ fleet
