@@ -14,7 +14,7 @@ from swarm_agent.worker.container_config import (
     extra_hosts,
     stop_grace_seconds,
 )
-from swarm_agent.worker.executor import UNHEALTHY_ERR, Observed, _plugins, observe_container
+from swarm_agent.worker.executor import UNHEALTHY_ERR, Observed, engine_plugins, observe_container
 
 SECOND = 1_000_000_000
 
@@ -305,7 +305,7 @@ def test_plugins_listed_like_swarm() -> None:
         {"Name": "vieux/sshfs:latest", "Enabled": True, "Config": volume_driver},
         {"Name": "off/plugin:1", "Enabled": False, "Config": volume_driver},
     ]
-    assert _plugins(info, managed) == [
+    assert engine_plugins(info, managed) == [
         {"Type": "Log", "Name": "json-file"},
         {"Type": "Network", "Name": "bridge"},
         {"Type": "Network", "Name": "overlay"},

@@ -65,7 +65,7 @@ from .container_config import (
 log = logging.getLogger(__name__)
 
 # Go's names, which placement constraints (node.platform.arch) and the CLI use.
-_GO_ARCH = {
+GO_ARCH = {
     "x86_64": "amd64",
     "amd64": "amd64",
     "aarch64": "arm64",
@@ -169,7 +169,7 @@ def _never_started(inspect: dict[str, Any]) -> bool:
     return st.get("Status") == "created" and not st.get("Error") and st.get("StartedAt", _NEVER) == _NEVER
 
 
-def _plugins(info: dict[str, Any], managed: list[dict[str, Any]]) -> list[dict[str, str]]:
+def engine_plugins(info: dict[str, Any], managed: list[dict[str, Any]]) -> list[dict[str, str]]:
     found: set[tuple[str, str]] = set()
     legacy = info.get("Plugins") or {}
     for kind in ("Volume", "Network", "Authorization", "Log"):
@@ -212,7 +212,7 @@ class Executor:
     def describe(self, hostname: str) -> NodeDescription:
         info = self._api.info()
         arch = info.get("Architecture", "")
-        go_arch = _GO_ARCH.get(arch) or self._api.version().get("Arch") or arch
+        go_arch = GO_ARCH.get(arch) or self._api.version().get("Arch") or arch
         try:
             managed = self._api.plugins()
         except APIError as exc:
@@ -227,7 +227,7 @@ class Executor:
             Engine=EngineDescription(
                 EngineVersion=info.get("ServerVersion", ""),
                 Labels=_engine_labels(info.get("Labels")),
-                Plugins=_plugins(info, managed),
+                Plugins=engine_plugins(info, managed),
             ),
         )
 

@@ -31,7 +31,7 @@ import aiohttp
 
 from .. import pki
 from ..api.models import EngineDescription, NodeDescription, PlatformInfo, ResourceObject, Task, TaskState
-from .executor import _GO_ARCH, _plugins, Observed
+from .executor import GO_ARCH, engine_plugins, Observed
 from .join import request_join
 from .session import WorkerSession
 
@@ -109,12 +109,12 @@ class HollowExecutor:
         machine = platform.machine()
         return NodeDescription(
             Hostname=hostname,
-            Platform=PlatformInfo(Architecture=_GO_ARCH.get(machine, machine), OS="linux"),
+            Platform=PlatformInfo(Architecture=GO_ARCH.get(machine, machine), OS="linux"),
             Resources=ResourceObject(NanoCPUs=self.nano_cpus, MemoryBytes=self.memory_bytes),
             Engine=EngineDescription(
                 EngineVersion=ENGINE_VERSION,
                 Labels=dict(self.engine_labels),
-                Plugins=_plugins({"Plugins": _ENGINE_PLUGINS}, []),
+                Plugins=engine_plugins({"Plugins": _ENGINE_PLUGINS}, []),
             ),
         )
 
