@@ -180,3 +180,29 @@ def test_docker_cli_prints_the_message(pair):
     assert "unknown key 'node.colour'" in result.stderr, result.stderr
     result = manager.docker("swarm", "join", "--token", "SWMTKN-1-bogus", "127.0.0.1:9", check=False)
     assert result.returncode != 0 and "already part of a swarm" in result.stderr
+
+
+def test_published_ingress_ports_are_unique_and_assigned(pair):
+    _, manager, _ = pair
+    web = with_("EndpointSpec", {"Ports": [{"TargetPort": 80, "PublishedPort": 8080}, {"TargetPort": 443}]})
+    status, first = call(manager, "POST", "/services/create", web)
+    assert status == 201, first
+    try:
+        _, service = call(manager, "GET", f"/services/{first['ID']}")
+        assert [p["PublishedPort"] for p in service["Endpoint"]["Ports"]] == [8080, 30000]
+        clash = {**with_("EndpointSpec", {"Ports": [{"TargetPort": 81, "PublishedPort": 8080}]}), "Name": "clash"}
+        got, answer = call(manager, "POST", "/services/create", clash)
+        assert got == 400 and f"'8080/tcp' is already in use by service {first['ID']}" in answer["message"], answer
+        assert [s["Spec"]["Name"] for s in call(manager, "GET", "/services")[1]] == ["ok"]
+        # An update keeps the assigned port; the CLI shows both.
+        version = service["Version"]["Index"]
+        assert call(manager, "POST", f"/services/{first['ID']}/update?version={version}", web)[0] == 200
+        _, service = call(manager, "GET", f"/services/{first['ID']}")
+        assert [p["PublishedPort"] for p in service["Endpoint"]["Ports"]] == [8080, 30000]
+        assert "*:8080->80/tcp" in manager.docker("service", "ls", "--format", "{{.Ports}}").stdout
+    finally:
+        call(manager, "DELETE", f"/services/{first['ID']}")
+    # Removing the service frees its ports.
+    status, again = call(manager, "POST", "/services/create", clash)
+    assert status == 201, again
+    call(manager, "DELETE", f"/services/{again['ID']}")

@@ -41,12 +41,13 @@ async def test_service_names_are_unique_across_create_and_rename(store):
     await store.create(service("s2", "api"))
     with pytest.raises(NameConflict):
         await store.create(service("s3", "web"))
-    renamed = await store.get(Service, "s2")
+    original = await store.get(Service, "s2")
+    renamed = original.model_copy(deep=True)
     renamed.Spec.Name = "web"
     with pytest.raises(NameConflict):
-        await store.update(renamed, previous_name="api")
+        await store.update(renamed, previous=original)
     renamed.Spec.Name = "api2"
-    await store.update(renamed, previous_name="api")
+    await store.update(renamed, previous=original)
     # The old name is free again, and nothing was half-written.
     await store.create(service("s4", "api"))
     assert sorted(s.Spec.Name for s in await store.list(Service)) == ["api", "api2", "web"]

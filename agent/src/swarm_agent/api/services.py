@@ -1,23 +1,45 @@
 """``/services``: create, list (with ``status=true`` counts), inspect, update with ``version``, remove."""
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from ..api.models import Service, ServiceEndpoint, ServiceSpec, ServiceTaskCounts, TaskState, now
+from ..manager.ports import PortInUse, allocate
 from ..pki import new_node_id
 from ..store.state import Conflict as StoreConflict
-from ..store.state import NameConflict
+from ..store.state import NameConflict, PortConflict
 from .app import Route, agent_of, json_response, query_bool, query_version, read_model
-from .errors import BadRequest, Conflict
+from .errors import ApiError, BadRequest, Conflict
 from .filters import match_label, parse_filters
 from .lookup import resolve
+
+if TYPE_CHECKING:
+    from ..manager.manager import Manager
 
 
 def find_service(services: dict[str, Service], ref: str) -> Service:
     return resolve("service", ref, services.values(), lambda s: s.ID, lambda s: [s.Spec.Name])
 
 
-def endpoint_for(spec: ServiceSpec) -> ServiceEndpoint:
-    return ServiceEndpoint(Spec=spec.EndpointSpec, Ports=[p for p in spec.EndpointSpec.Ports or [] if p.PublishedPort])
+async def endpoint_for(
+    mgr: "Manager", spec: ServiceSpec, service_id: str, previous: ServiceEndpoint | None = None
+) -> ServiceEndpoint:
+    """The endpoint with its published ports resolved: given ones checked, missing ingress ones assigned."""
+    try:
+        ports = allocate(
+            spec.EndpointSpec.Ports or [], await mgr.store.ingress_ports(), service_id,
+            previous.Ports or [] if previous else [],
+        )
+    except PortInUse as exc:
+        raise BadRequest(f"EndpointSpec.Ports: {exc}") from None
+    return ServiceEndpoint(Spec=spec.EndpointSpec, Ports=ports or None)
+
+
+def _claim_failed(exc: StoreConflict, name: str) -> ApiError:
+    if isinstance(exc, NameConflict):
+        return Conflict(f"service {name} already exists: name conflicts with an existing object")
+    return BadRequest(f"EndpointSpec.Ports: {exc}")
 
 
 def check_supported(spec: ServiceSpec) -> None:
@@ -88,11 +110,11 @@ async def create_service(request: web.Request) -> web.Response:
     service_id = new_node_id()
     if not spec.Name:
         spec.Name = f"service-{service_id[:8]}"
-    service = Service(ID=service_id, Spec=spec, Endpoint=endpoint_for(spec))
+    service = Service(ID=service_id, Spec=spec, Endpoint=await endpoint_for(mgr, spec, service_id))
     try:
         await mgr.store.create(service)
-    except NameConflict:
-        raise Conflict(f"service {spec.Name} already exists: name conflicts with an existing object") from None
+    except (NameConflict, PortConflict) as exc:
+        raise _claim_failed(exc, spec.Name) from None
     mgr.log_event("service created", service=service.ID, name=spec.Name)
     return json_response({"ID": service.ID, "Warnings": None}, status=201)
 
@@ -120,12 +142,12 @@ async def update_service(request: web.Request) -> web.Response:
     if spec != current.Spec:
         updated.PreviousSpec = current.Spec
     updated.Spec = spec
-    updated.Endpoint = endpoint_for(spec)
+    updated.Endpoint = await endpoint_for(mgr, spec, current.ID, current.Endpoint)
     updated.UpdatedAt = now()
     try:
-        await mgr.store.update(updated, previous_name=current.Spec.Name)
-    except NameConflict:
-        raise Conflict(f"service {spec.Name} already exists: name conflicts with an existing object") from None
+        await mgr.store.update(updated, previous=current)
+    except (NameConflict, PortConflict) as exc:
+        raise _claim_failed(exc, spec.Name) from None
     except StoreConflict:
         raise Conflict(
             f"update out of sequence: service {current.Spec.Name} is at version {current.Version.Index}, "

@@ -4,7 +4,8 @@ Layout (every key under ``/swarm/`` so one watch sees every change):
 
 - ``/swarm/cluster``               the Swarm object (spec, join tokens, TLS info)
 - ``/swarm/ca``                    the signing CA (certificate and key), managers only
-- ``/swarm/services/<id>``         Service; ``/swarm/names/services/<name>`` -> id keeps names unique
+- ``/swarm/services/<id>``         Service; ``/swarm/names/services/<name>`` -> id keeps names unique,
+  ``/swarm/ports/ingress/<proto>/<port>`` -> id keeps published ingress ports unique
 - ``/swarm/tasks/<id>``            Task
 - ``/swarm/nodes/<id>``            Node
 - ``/swarm/sessions/<node id>``    a worker's live session, held by a lease the dispatcher renews
@@ -20,7 +21,7 @@ import asyncio
 import itertools
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -45,6 +46,7 @@ LEADER_KEY = ROOT + "leader"
 SESSIONS = ROOT + "sessions/"
 MANAGERS = ROOT + "managers/"
 SERVICE_NAMES = ROOT + "names/services/"
+INGRESS_PORTS = ROOT + "ports/ingress/"
 
 TABLES: dict[type, str] = {Service: ROOT + "services/", Task: ROOT + "tasks/", Node: ROOT + "nodes/"}
 # etcd refuses transactions of more than 128 operations by default.
@@ -63,8 +65,21 @@ class NameConflict(Conflict):
     pass
 
 
+class PortConflict(Conflict):
+    pass
+
+
 def key_of(obj: Wire) -> str:
     return TABLES[type(obj)] + obj.ID  # type: ignore[attr-defined]
+
+
+def service_claims(service: Service) -> dict[str, str]:
+    """The keys a service holds so that no other may take them: its name and its published ingress ports."""
+    claims = {SERVICE_NAMES + service.Spec.Name: service.ID}
+    for port in service.Endpoint.Ports or []:
+        if port.PublishMode == "ingress" and port.PublishedPort:
+            claims[f"{INGRESS_PORTS}{port.Protocol}/{port.PublishedPort}"] = service.ID
+    return claims
 
 
 def decode(model: type[M], kv: KeyValue) -> M:
@@ -103,36 +118,37 @@ class Store:
         cluster.Version.Index = rev
         return cluster
 
-    async def create(self, obj: M, extra: Sequence[dict[str, Any]] = ()) -> M:
-        """Create a new object; ``extra`` puts ride in the same transaction."""
+    async def create(self, obj: M) -> M:
+        """Create a new object; a service also claims its name and its ingress ports in the same transaction."""
         key = key_of(obj)
-        compare = [cmp_absent(key)]
-        success = [op_put(key, encode(obj)), *extra]
-        if isinstance(obj, Service):
-            name_key = SERVICE_NAMES + obj.Spec.Name
-            compare.append(cmp_absent(name_key))
-            success.append(op_put(name_key, obj.ID))
+        claims = service_claims(obj) if isinstance(obj, Service) else {}
+        compare = [cmp_absent(key), *(cmp_absent(k) for k in claims)]
+        success = [op_put(key, encode(obj)), *(op_put(k, v) for k, v in claims.items())]
         ok, rev, _ = await self.etcd.txn(compare, success)
         if not ok:
-            if isinstance(obj, Service):
-                raise NameConflict(f"service {obj.Spec.Name} already exists")
+            await self._explain_claim_conflict(obj, claims)
             raise Conflict(f"{type(obj).__name__.lower()} {obj.ID} already exists")  # type: ignore[attr-defined]
         obj.Version.Index = rev  # type: ignore[attr-defined]
         return obj
 
-    async def update(self, obj: M, previous_name: str | None = None) -> M:
-        """Write ``obj`` if nobody changed it since its ``Version.Index`` was read."""
+    async def update(self, obj: M, previous: M | None = None) -> M:
+        """Write ``obj`` if nobody changed it since its ``Version.Index`` was read.
+
+        For a service, ``previous`` is the version being replaced: claims it
+        no longer needs (an old name, freed ports) are released, new ones taken.
+        """
         key = key_of(obj)
         compare = [cmp_mod(key, obj.Version.Index)]  # type: ignore[attr-defined]
         success = [op_put(key, encode(obj))]
-        if isinstance(obj, Service) and previous_name is not None and previous_name != obj.Spec.Name:
-            compare.append(cmp_absent(SERVICE_NAMES + obj.Spec.Name))
-            success += [op_delete(SERVICE_NAMES + previous_name), op_put(SERVICE_NAMES + obj.Spec.Name, obj.ID)]
+        claims: dict[str, str] = {}
+        if isinstance(obj, Service) and isinstance(previous, Service):
+            claims, held = service_claims(obj), service_claims(previous)
+            compare += [cmp_absent(k) for k in claims if k not in held]
+            success += [op_put(k, v) for k, v in claims.items() if k not in held]
+            success += [op_delete(k) for k in held if k not in claims]
         ok, rev, _ = await self.etcd.txn(compare, success)
         if not ok:
-            current = await self.etcd.get(SERVICE_NAMES + obj.Spec.Name) if isinstance(obj, Service) else None
-            if current is not None and current.value.decode() != obj.ID:
-                raise NameConflict(f"service {obj.Spec.Name} already exists")
+            await self._explain_claim_conflict(obj, claims)
             raise Conflict(
                 f"update out of sequence: {type(obj).__name__.lower()} {obj.ID} "  # type: ignore[attr-defined]
                 f"was changed since version {obj.Version.Index}"  # type: ignore[attr-defined]
@@ -140,15 +156,36 @@ class Store:
         obj.Version.Index = rev  # type: ignore[attr-defined]
         return obj
 
+    async def _explain_claim_conflict(self, obj: Wire, claims: dict[str, str]) -> None:
+        """Say which claim another service holds, if that is why a write failed."""
+        for claim, owner_id in claims.items():
+            current = await self.etcd.get(claim)
+            if current is None or current.value.decode() == owner_id:
+                continue
+            holder = current.value.decode()
+            if claim.startswith(SERVICE_NAMES):
+                raise NameConflict(f"service {claim[len(SERVICE_NAMES):]} already exists")
+            proto, port = claim[len(INGRESS_PORTS):].split("/")
+            raise PortConflict(f"port '{port}/{proto}' is already in use by service {holder} as an ingress port")
+
     async def delete(self, obj: Wire, check_version: bool = True) -> None:
         key = key_of(obj)
         compare = [cmp_mod(key, obj.Version.Index)] if check_version else []  # type: ignore[attr-defined]
         success = [op_delete(key)]
         if isinstance(obj, Service):
-            success.append(op_delete(SERVICE_NAMES + obj.Spec.Name))
+            success += [op_delete(k) for k in service_claims(obj)]
         ok, _, _ = await self.etcd.txn(compare, success)
         if not ok:
             raise Conflict(f"{type(obj).__name__.lower()} {obj.ID} changed while being removed")  # type: ignore[attr-defined]
+
+    async def ingress_ports(self) -> dict[tuple[str, int], str]:
+        """Published ingress ports in use: (protocol, port) -> service ID."""
+        kvs, _ = await self.etcd.get_prefix(INGRESS_PORTS)
+        taken = {}
+        for kv in kvs:
+            proto, port = kv.key[len(INGRESS_PORTS):].split("/")
+            taken[(proto, int(port))] = kv.value.decode()
+        return taken
 
     async def apply(
         self, creates: Iterable[Wire] = (), updates: Iterable[Wire] = (), deletes: Iterable[Wire] = ()
