@@ -288,6 +288,8 @@ class NodeAgent:
         async with self._transition:
             if self.state is not None:
                 raise NotManager(ALREADY_IN_SWARM)
+            if bool(req.Spec.CAConfig.SigningCACert) != bool(req.Spec.CAConfig.SigningCAKey):
+                raise BadRequest("Spec.CAConfig: SigningCACert and SigningCAKey must be given together")
             advertise_ip, api_port = split_addr(req.AdvertiseAddr) if req.AdvertiseAddr else (default_ip(), 0)
             listen_host, listen_port = split_addr(req.ListenAddr or f"0.0.0.0:{DEFAULT_PORT}")
             api_port = api_port or listen_port
@@ -300,8 +302,6 @@ class NodeAgent:
                 )
             except ValueError as exc:
                 raise BadRequest(f"Spec.CAConfig: {exc}") from None
-            if bool(ca_spec.SigningCACert) != bool(ca_spec.SigningCAKey):
-                raise BadRequest("Spec.CAConfig: SigningCACert and SigningCAKey must be given together")
             if req.AutoLockManagers or req.Spec.EncryptionConfig.AutoLockManagers:
                 raise BadRequest("AutoLockManagers: autolock is not available in this cluster")
             node_id, cluster_id = pki.new_node_id(), pki.new_node_id()
@@ -431,12 +431,10 @@ class NodeAgent:
         async with self._transition:
             if self.state is None or self.certs is None or self.state.role == role:
                 return
-            addrs = ([self.worker.connected_to] if self.worker and self.worker.connected_to else []) + self.state.managers
             key = pki.new_key_pem()
-            context = pki.client_context(self.certs.ca_pem, self.certs.cert_pem, self.certs.key_pem)
             result: dict[str, Any] | None = None
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http:
-                for addr in addrs:
+            async with self._manager_client() as http:
+                for addr in self._managers_to_try():
                     try:
                         async with http.post(f"https://{addr}/swarmd/renew", json={"csr": pki.make_csr(key).decode()},
                                              timeout=aiohttp.ClientTimeout(total=30)) as resp:
@@ -512,13 +510,23 @@ class NodeAgent:
             await self._wipe()
             log.info("left the swarm")
 
+    def _managers_to_try(self) -> list[str]:
+        """The manager this node's session talks to first, then every other one it knows."""
+        assert self.state is not None
+        first = [self.worker.connected_to] if self.worker and self.worker.connected_to else []
+        return first + [m for m in self.state.managers if m not in first]
+
+    def _manager_client(self) -> aiohttp.ClientSession:
+        """An HTTP client that presents this node's certificate and trusts only the swarm's CA."""
+        assert self.certs is not None
+        context = pki.client_context(self.certs.ca_pem, self.certs.cert_pem, self.certs.key_pem)
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
+
     async def _say_goodbye(self) -> None:
         """Tell the managers this node is leaving; if none answers, its session simply expires."""
         assert self.state is not None and self.certs is not None
-        addrs = ([self.worker.connected_to] if self.worker and self.worker.connected_to else []) + self.state.managers
-        context = pki.client_context(self.certs.ca_pem, self.certs.cert_pem, self.certs.key_pem)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http:
-            for addr in addrs:
+        async with self._manager_client() as http:
+            for addr in self._managers_to_try():
                 try:
                     async with http.post(f"https://{addr}/swarmd/leave", timeout=aiohttp.ClientTimeout(total=5)) as resp:
                         if resp.status == 200:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import socket
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .hosts import DOCKER_CLI, Host
@@ -32,6 +35,16 @@ def wait_for(what: str, probe: Callable[[], T], timeout: float = 60, interval: f
                 return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=30)
+        self.path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
 
 
 class SwarmNode:
@@ -83,6 +96,18 @@ class SwarmNode:
                 f"{result.stdout}\n{result.stderr}"
             )
         return result
+
+    def api(self, method: str, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, Any]:
+        """One raw request to the agent's Docker API (``path`` without the version): (status, decoded body)."""
+        conn = _UnixHTTP(self.socket)
+        try:
+            payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+            conn.request(method, "/v1.41" + path, body=payload, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
+        return resp.status, (json.loads(data) if data.strip() else {})
 
     def json(self, *args: str) -> Any:
         return json.loads(self.docker(*args).stdout)

@@ -1,8 +1,6 @@
 """Bad input on every route: Docker's status codes, a message naming what is wrong, and nothing stored."""
 
-import http.client
 import json
-import socket
 import tempfile
 from pathlib import Path
 
@@ -15,24 +13,8 @@ from harness.image import busybox_image
 pytestmark = pytest.mark.integration
 
 
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=30)
-        self.path = str(path)
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path)
-
-
 def call(node: SwarmNode, method: str, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, dict]:
-    conn = UnixHTTP(node.socket)
-    payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    conn.request(method, "/v1.41" + path, body=payload, headers={"Content-Type": "application/json"})
-    resp = conn.getresponse()
-    data = resp.read()
-    conn.close()
-    return resp.status, (json.loads(data) if data.strip() else {})
+    return node.api(method, path, body=body, raw=raw)
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,10 @@ def test_manager_leave_needs_force(single):
     assert refused.returncode != 0 and "Use `--force` to suppress this message" in refused.stderr
     node.docker("swarm", "leave", "--force")
     assert node.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip() == "inactive"
+    # A signing CA needs its key too: refused before anything is created.
+    status, answer = node.api("POST", "/swarm/init", {"Spec": {"CAConfig": {"SigningCACert": "x"}}})
+    assert status == 400 and "SigningCACert and SigningCAKey must be given together" in answer["message"], answer
+    assert node.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip() == "inactive"
     # The node can start a new swarm afterwards.
     node.docker("swarm", "init", "--advertise-addr", node.host.ip)
     assert "Leader" in node.docker("node", "ls").stdout

@@ -16,6 +16,7 @@ from .lookup import resolve
 
 if TYPE_CHECKING:
     from ..manager.manager import Manager
+    from ..store.state import Snapshot
 
 
 def find_service(services: dict[str, Service], ref: str) -> Service:
@@ -56,11 +57,9 @@ def check_supported(spec: ServiceSpec) -> None:
         raise BadRequest(f"config {config.ConfigName or config.ConfigID} not found")
 
 
-def with_status(service: Service, request: web.Request) -> Service:
+def with_status(service: Service, state: "Snapshot", ready_nodes: set[str]) -> Service:
     """Fill ServiceStatus as Docker does for ``status=true``: running tasks on live nodes, and the desired count."""
-    state = agent_of(request).require_manager().cache.state
     tasks = [state.tasks[t] for t in state.tasks_by_service.get(service.ID, ())]
-    ready_nodes = {n.ID for n in state.nodes.values() if n.Status.State == "ready"}
     running = sum(
         1
         for t in tasks
@@ -82,8 +81,10 @@ async def list_services(request: web.Request) -> web.Response:
     filters = parse_filters(request.query.get("filters"), {"id", "name", "label", "mode"})
     status = query_bool(request, "status")
     await mgr.cache.barrier()
+    state = mgr.cache.state
+    ready_nodes = {n.ID for n in state.nodes.values() if n.Status.State == "ready"}
     out = []
-    for svc in mgr.cache.state.services.values():
+    for svc in state.services.values():
         if "id" in filters and not any(svc.ID.startswith(v) for v in filters["id"]):
             continue
         if "name" in filters and not any(svc.Spec.Name.startswith(v) for v in filters["name"]):
@@ -92,7 +93,7 @@ async def list_services(request: web.Request) -> web.Response:
             continue
         if "mode" in filters and ("global" if svc.Spec.Mode.is_global else "replicated") not in filters["mode"]:
             continue
-        out.append((with_status(svc, request) if status else svc).wire())
+        out.append((with_status(svc, state, ready_nodes) if status else svc).wire())
     out.sort(key=lambda s: s["Spec"]["Name"])
     return json_response(out)
 
