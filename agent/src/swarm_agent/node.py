@@ -25,15 +25,26 @@ from aiohttp import web
 
 from . import __version__, pki, tokens
 from .api import app as api_app
-from .api import nodes, services, swarm, system, tasks
+from .api import networks, nodes, services, swarm, system, tasks
 from .api.errors import ApiError, BadRequest, NotManager, NOT_IN_SWARM, WORKER_NODE
-from .api.models import InitRequest, JoinRequest, JoinTokenPair, Node, NodeSpec, NodeStatus, Swarm, TLSInfoSpec
+from .api.models import (
+    InitRequest,
+    JoinRequest,
+    JoinTokenPair,
+    NetworkSpec,
+    Node,
+    NodeSpec,
+    NodeStatus,
+    Swarm,
+    TLSInfoSpec,
+)
 from .manager import dispatcher
 from .manager.ca import RootCA
 from .manager.etcd_member import EtcdMember
 from .manager.manager import Manager
 from .store.etcd import EtcdClient
-from .store.state import CA_KEY, Store
+from .manager.ipam import INGRESS_NAME
+from .store.state import CA_KEY, Snapshot, Store
 from .worker.executor import Executor
 from .worker.join import request_join
 from .worker.session import WorkerSession
@@ -177,7 +188,8 @@ class NodeAgent:
         own = [
             api_app.Route("GET", "/swarmd/agent", self._agent_status, "manager"),
         ]
-        return system.ROUTES + swarm.ROUTES + nodes.ROUTES + services.ROUTES + tasks.ROUTES + dispatcher.ROUTES + own
+        return (system.ROUTES + swarm.ROUTES + nodes.ROUTES + services.ROUTES + tasks.ROUTES + networks.ROUTES
+                + dispatcher.ROUTES + own)
 
     async def run(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -365,6 +377,9 @@ class NodeAgent:
             await store.put_cluster(cluster, create=True)
             await store.put_json(CA_KEY, {"cert": root_ca.cert_pem.decode(), "key": (root_ca.key_pem or b"").decode()})
             await store.create(me)
+            # Like Swarm, a new cluster has the ingress network that published ports are served on.
+            ingress = NetworkSpec(Name=INGRESS_NAME, Driver="overlay", Ingress=True)
+            await store.create(networks.new_network(ingress, Snapshot(cluster=cluster)))
         finally:
             await etcd.close()
 

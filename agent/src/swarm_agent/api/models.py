@@ -415,6 +415,57 @@ class Service(Meta):
     ServiceStatus: ServiceTaskCounts | None = None
 
 
+# -------------------------------------------------------------------- networks
+
+
+class IPAMPool(Wire):
+    Subnet: str | None = None
+    IPRange: str | None = None
+    Gateway: str | None = None
+    AuxiliaryAddresses: dict[str, str] | None = None
+
+
+class IPAMSettings(Wire):
+    Driver: str = "default"
+    Config: list[IPAMPool] | None = None
+    Options: dict[str, str] | None = None
+
+
+class NetworkSpec(Wire):
+    """The body of ``POST /networks/create``; kept as the stored network's spec."""
+
+    Name: str = Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+    CheckDuplicate: bool | None = None
+    Driver: str = "bridge"
+    Scope: str | None = None
+    Internal: bool = False
+    Attachable: bool = False
+    Ingress: bool = False
+    IPAM: IPAMSettings | None = None
+    EnableIPv6: bool = False
+    Options: dict[str, str] | None = None
+    Labels: LabelMap | None = None
+    ConfigOnly: bool = False
+    ConfigFrom: dict[str, str] | None = None
+
+
+class Network(Meta):
+    """A swarm-scoped overlay network with what the managers allocated for it."""
+
+    Spec: NetworkSpec
+    VNI: int
+    Subnet: str
+    Gateway: str
+
+
+class NetworkAttachment(Wire):
+    """A task's (or a service's) place on one network: Swarm's ``NetworksAttachments`` entry."""
+
+    Network: dict[str, Any]
+    Addresses: list[str]
+    Aliases: list[str] | None = None
+
+
 # ----------------------------------------------------------------------- tasks
 
 
@@ -474,7 +525,7 @@ class Task(Meta):
     NodeID: str | None = None
     Status: TaskStatus = Field(default_factory=TaskStatus)
     DesiredState: TaskState = TaskState.RUNNING
-    NetworksAttachments: list[dict[str, Any]] | None = None
+    NetworksAttachments: list[NetworkAttachment] | None = None
     GenericResources: list[dict[str, Any]] | None = None
 
 

@@ -4,15 +4,27 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..api.models import Service, ServiceEndpoint, ServiceSpec, ServiceTaskCounts, TaskState, now
+from ..api.models import (
+    EndpointVirtualIP,
+    NetworkAttachmentConfig,
+    Service,
+    ServiceEndpoint,
+    ServiceSpec,
+    ServiceTaskCounts,
+    TaskState,
+    now,
+)
+from ..manager.allocator import ingress_network
+from ..manager.ipam import AddressBook, IpamError, with_prefix
 from ..manager.ports import PortInUse, allocate
 from ..pki import new_node_id
+from ..store.state import AddressConflict, NameConflict, PortConflict
 from ..store.state import Conflict as StoreConflict
-from ..store.state import NameConflict, PortConflict
 from .app import Route, agent_of, json_response, query_bool, query_version, read_model
 from .errors import ApiError, BadRequest, Conflict
 from .filters import match_label, parse_filters
 from .lookup import resolve
+from .networks import find_network
 
 if TYPE_CHECKING:
     from ..manager.manager import Manager
@@ -23,10 +35,56 @@ def find_service(services: dict[str, Service], ref: str) -> Service:
     return resolve("service", ref, services.values(), lambda s: s.ID, lambda s: [s.Spec.Name])
 
 
+def attach_networks(spec: ServiceSpec, state: "Snapshot") -> None:
+    """Resolve the spec's network references to IDs, as Docker stores them; refuse unknown or doubled ones."""
+    if spec.Networks and not spec.TaskTemplate.Networks:
+        # The service-level field is deprecated in the Engine API; tasks read the template's.
+        spec.TaskTemplate.Networks, spec.Networks = spec.Networks, None
+    resolved: list[NetworkAttachmentConfig] = []
+    for i, attachment in enumerate(spec.TaskTemplate.Networks or []):
+        field = f"TaskTemplate.Networks.{i}.Target"
+        try:
+            network = find_network(state.networks, attachment.Target)
+        except ApiError as exc:
+            raise BadRequest(f"{field}: {exc.message}") from None
+        if network.Spec.Ingress:
+            raise BadRequest(f"{field}: service cannot be explicitly attached to the ingress network {network.Spec.Name!r}")
+        if any(r.Target == network.ID for r in resolved):
+            raise BadRequest(f"{field}: network {network.Spec.Name} is attached twice")
+        resolved.append(attachment.model_copy(update={"Target": network.ID}))
+    spec.TaskTemplate.Networks = resolved or None
+
+
+def virtual_ips(
+    spec: ServiceSpec, ports_published: bool, state: "Snapshot", previous: ServiceEndpoint | None
+) -> list[EndpointVirtualIP]:
+    """One VIP per network of a VIP-mode service (and on ingress when it publishes), kept across updates."""
+    wanted = [a.Target for a in spec.TaskTemplate.Networks or []] if spec.EndpointSpec.Mode == "vip" else []
+    ingress = ingress_network(state.networks.values())
+    if ports_published:
+        if ingress is None:
+            raise BadRequest("EndpointSpec.Ports: no ingress network exists to publish ingress ports on")
+        wanted.append(ingress.ID)
+    kept = {v.NetworkID: v for v in previous.VirtualIPs or []} if previous else {}
+    out = []
+    for network_id in wanted:
+        if network_id in kept:
+            out.append(kept[network_id])
+            continue
+        network = state.networks[network_id]
+        try:
+            ip = AddressBook(network.Subnet, network.Gateway).take(state.addresses.get(network_id, {}).keys())
+        except IpamError as exc:
+            raise BadRequest(f"TaskTemplate.Networks: network {network.Spec.Name}: {exc}") from None
+        out.append(EndpointVirtualIP(NetworkID=network_id, Addr=with_prefix(ip, network.Subnet)))
+    return out
+
+
 async def endpoint_for(
     mgr: "Manager", spec: ServiceSpec, service_id: str, previous: ServiceEndpoint | None = None
 ) -> ServiceEndpoint:
-    """The endpoint with its published ports resolved: given ones checked, missing ingress ones assigned."""
+    """The endpoint with its published ports resolved (given ones checked, missing ingress ones assigned)
+    and its virtual IPs allocated."""
     try:
         ports = allocate(
             spec.EndpointSpec.Ports or [], await mgr.store.ingress_ports(), service_id,
@@ -34,12 +92,16 @@ async def endpoint_for(
         )
     except PortInUse as exc:
         raise BadRequest(f"EndpointSpec.Ports: {exc}") from None
-    return ServiceEndpoint(Spec=spec.EndpointSpec, Ports=ports or None)
+    await mgr.cache.barrier()
+    vips = virtual_ips(spec, any(p.PublishMode == "ingress" for p in ports), mgr.cache.state, previous)
+    return ServiceEndpoint(Spec=spec.EndpointSpec, Ports=ports or None, VirtualIPs=vips or None)
 
 
 def _claim_failed(exc: StoreConflict, name: str) -> ApiError:
     if isinstance(exc, NameConflict):
         return Conflict(f"service {name} already exists: name conflicts with an existing object")
+    if isinstance(exc, AddressConflict):
+        return Conflict(f"TaskTemplate.Networks: {exc}; another service took it meanwhile, try again")
     return BadRequest(f"EndpointSpec.Ports: {exc}")
 
 
@@ -47,9 +109,6 @@ def check_supported(spec: ServiceSpec) -> None:
     """Refuse what this cluster cannot run yet, before anything is stored, rather than store a service that never runs."""
     if spec.Mode.is_job:
         raise BadRequest(f"Mode.{spec.Mode.kind}: job services are not supported by this cluster yet")
-    networks = [n.Target for n in (spec.TaskTemplate.Networks or []) + (spec.Networks or [])]
-    if networks:
-        raise BadRequest(f"network {networks[0]} not found: this cluster has no overlay networks yet")
     container = spec.TaskTemplate.ContainerSpec
     for secret in container.Secrets or []:
         raise BadRequest(f"secret {secret.SecretName or secret.SecretID} not found")
@@ -108,13 +167,15 @@ async def create_service(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
     spec: ServiceSpec = await read_model(request, ServiceSpec, "service spec")
     check_supported(spec)
+    await mgr.cache.barrier()
+    attach_networks(spec, mgr.cache.state)
     service_id = new_node_id()
     if not spec.Name:
         spec.Name = f"service-{service_id[:8]}"
     service = Service(ID=service_id, Spec=spec, Endpoint=await endpoint_for(mgr, spec, service_id))
     try:
         await mgr.store.create(service)
-    except (NameConflict, PortConflict) as exc:
+    except (NameConflict, PortConflict, AddressConflict) as exc:
         raise _claim_failed(exc, spec.Name) from None
     mgr.log_event("service created", service=service.ID, name=spec.Name)
     return json_response({"ID": service.ID, "Warnings": None}, status=201)
@@ -138,6 +199,7 @@ async def update_service(request: web.Request) -> web.Response:
     if spec.Mode.kind != current.Spec.Mode.kind:
         raise BadRequest(f"service mode change is not allowed ({current.Spec.Mode.kind} to {spec.Mode.kind})")
     check_supported(spec)
+    attach_networks(spec, mgr.cache.state)
     updated = current.model_copy(deep=True)
     updated.Version.Index = version
     if spec != current.Spec:
@@ -147,7 +209,7 @@ async def update_service(request: web.Request) -> web.Response:
     updated.UpdatedAt = now()
     try:
         await mgr.store.update(updated, previous=current)
-    except (NameConflict, PortConflict) as exc:
+    except (NameConflict, PortConflict, AddressConflict) as exc:
         raise _claim_failed(exc, spec.Name) from None
     except StoreConflict:
         raise Conflict(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..api.models import Node, NodeStatus, Task, TaskState, TaskStatus, now
 from ..pki import new_node_id
+from .allocator import Allocator
 from .orchestrator import reconcile
 from .scheduler import schedule
 
@@ -30,6 +31,7 @@ IDLE_TICK = 1.0
 class ControlLoop:
     def __init__(self, manager: "Manager") -> None:
         self.mgr = manager
+        self.allocator = Allocator()
 
     async def run(self) -> None:
         cache = self.mgr.cache
@@ -50,6 +52,7 @@ class ControlLoop:
         await self.check_liveness()
         await self.orchestrate()
         await self.place()
+        await self.allocate_nodes()
 
     async def check_liveness(self) -> None:
         """A node is ready while its session lease lives; Down once it expires."""
@@ -86,7 +89,8 @@ class ControlLoop:
         if plan.empty():
             return
         deletes = [state.tasks[i] for i in plan.delete if i in state.tasks]
-        refused = await self.mgr.store.apply(creates=plan.create, updates=plan.update, deletes=deletes)
+        creates = await self._with_addresses(plan.create)
+        refused = await self.mgr.store.apply(creates=creates, updates=plan.update, deletes=deletes)
         log.info(
             "orchestrator: %d tasks created, %d updated, %d removed%s",
             len(plan.create),
@@ -94,6 +98,32 @@ class ControlLoop:
             len(deletes),
             f" ({refused} stale, retried next tick)" if refused else "",
         )
+
+    async def _with_addresses(self, tasks: list[Task]) -> list[Task]:
+        """The new tasks with their overlay addresses claimed; a task that lost a claim waits for the next tick."""
+        claims = self.allocator.attach(tasks, self.mgr.cache.state)
+        if not claims:
+            return tasks
+        lost = await self.mgr.store.claim_addresses(claims)
+        if not lost:
+            return tasks
+        losers = {claims[k].partition(":")[2] for k in lost}
+        log.warning("allocator: %d addresses were taken meanwhile; %d tasks wait for the next tick", len(lost), len(losers))
+        await self.mgr.store.release(k for k, owner in claims.items() if k not in lost and owner.partition(":")[2] in losers)
+        return [t for t in tasks if t.ID not in losers]
+
+    async def allocate_nodes(self) -> None:
+        """Addresses for nodes newly running tasks on a network, and release of the ones nobody holds."""
+        state = self.mgr.cache.state
+        claims = self.allocator.node_claims(state)
+        if claims:
+            lost = await self.mgr.store.claim_addresses(claims)
+            log.info("allocator: %d node addresses claimed%s", len(claims) - len(lost),
+                     f" ({len(lost)} taken meanwhile)" if lost else "")
+        garbage = self.allocator.garbage(state)
+        if garbage:
+            await self.mgr.store.release(garbage)
+            log.info("allocator: %d addresses released", len(garbage))
 
     async def place(self) -> None:
         state = self.mgr.cache.state

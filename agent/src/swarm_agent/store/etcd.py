@@ -109,6 +109,10 @@ def op_delete(key: str) -> dict[str, Any]:
     return {"request_delete_range": {"key": _b64(key)}}
 
 
+def op_delete_prefix(prefix: str) -> dict[str, Any]:
+    return {"request_delete_range": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}}
+
+
 def op_get(key: str) -> dict[str, Any]:
     return {"request_range": {"key": _b64(key)}}
 

@@ -7,6 +7,10 @@ Layout (every key under ``/swarm/`` so one watch sees every change):
 - ``/swarm/services/<id>``         Service; ``/swarm/names/services/<name>`` -> id keeps names unique,
   ``/swarm/ports/ingress/<proto>/<port>`` -> id keeps published ingress ports unique
 - ``/swarm/tasks/<id>``            Task
+- ``/swarm/networks/<id>``         Network; ``/swarm/names/networks/<name>``, ``/swarm/ipam/subnets/<subnet>`` and
+  ``/swarm/ipam/vni/<vni>`` -> id keep names, subnets and VXLAN IDs unique
+- ``/swarm/ipam/addrs/<network id>/<ip>`` -> owner (``vip:<service>``, ``task:<task>``, ``node:<node>``): one
+  key per address in use, so an address is handed out once; a service's VIPs are claimed with the service
 - ``/swarm/nodes/<id>``            Node
 - ``/swarm/sessions/<node id>``    a worker's live session, held by a lease the dispatcher renews
 - ``/swarm/managers/<node id>``    a manager's API and etcd addresses, held by that manager's lease
@@ -25,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..api.models import Node, Service, Swarm, Task, Wire
+from ..api.models import Network, Node, Service, Swarm, Task, Wire
 from .etcd import (
     CompactedError,
     EtcdClient,
@@ -34,6 +38,7 @@ from .etcd import (
     cmp_absent,
     cmp_mod,
     op_delete,
+    op_delete_prefix,
     op_put,
 )
 
@@ -47,8 +52,14 @@ SESSIONS = ROOT + "sessions/"
 MANAGERS = ROOT + "managers/"
 SERVICE_NAMES = ROOT + "names/services/"
 INGRESS_PORTS = ROOT + "ports/ingress/"
+NETWORK_NAMES = ROOT + "names/networks/"
+SUBNETS = ROOT + "ipam/subnets/"
+VNIS = ROOT + "ipam/vni/"
+ADDRS = ROOT + "ipam/addrs/"
 
-TABLES: dict[type, str] = {Service: ROOT + "services/", Task: ROOT + "tasks/", Node: ROOT + "nodes/"}
+TABLES: dict[type, str] = {
+    Service: ROOT + "services/", Task: ROOT + "tasks/", Node: ROOT + "nodes/", Network: ROOT + "networks/",
+}
 # etcd refuses transactions of more than 128 operations by default.
 MAX_TXN_OPS = 128
 
@@ -69,17 +80,47 @@ class PortConflict(Conflict):
     pass
 
 
+class AddressConflict(Conflict):
+    """A subnet, VXLAN ID or address is held by another object."""
+
+
 def key_of(obj: Wire) -> str:
     return TABLES[type(obj)] + obj.ID  # type: ignore[attr-defined]
 
 
+def address_key(network_id: str, ip: str) -> str:
+    return f"{ADDRS}{network_id}/{ip}"
+
+
+def subnet_key(subnet: str) -> str:
+    return SUBNETS + subnet.replace("/", "_")
+
+
 def service_claims(service: Service) -> dict[str, str]:
-    """The keys a service holds so that no other may take them: its name and its published ingress ports."""
+    """The keys a service holds so that no other may take them: its name, published ingress ports and VIPs."""
     claims = {SERVICE_NAMES + service.Spec.Name: service.ID}
     for port in service.Endpoint.Ports or []:
         if port.PublishMode == "ingress" and port.PublishedPort:
             claims[f"{INGRESS_PORTS}{port.Protocol}/{port.PublishedPort}"] = service.ID
+    for vip in service.Endpoint.VirtualIPs or []:
+        claims[address_key(vip.NetworkID, vip.Addr.split("/")[0])] = f"vip:{service.ID}"
     return claims
+
+
+def network_claims(network: Network) -> dict[str, str]:
+    return {
+        NETWORK_NAMES + network.Spec.Name: network.ID,
+        subnet_key(network.Subnet): network.ID,
+        f"{VNIS}{network.VNI}": network.ID,
+    }
+
+
+def claims_of(obj: Wire) -> dict[str, str]:
+    if isinstance(obj, Service):
+        return service_claims(obj)
+    if isinstance(obj, Network):
+        return network_claims(obj)
+    return {}
 
 
 def decode(model: type[M], kv: KeyValue) -> M:
@@ -119,9 +160,9 @@ class Store:
         return cluster
 
     async def create(self, obj: M) -> M:
-        """Create a new object; a service also claims its name and its ingress ports in the same transaction."""
+        """Create a new object with its claims (see ``claims_of``) in the same transaction."""
         key = key_of(obj)
-        claims = service_claims(obj) if isinstance(obj, Service) else {}
+        claims = claims_of(obj)
         compare = [cmp_absent(key), *(cmp_absent(k) for k in claims)]
         success = [op_put(key, encode(obj)), *(op_put(k, v) for k, v in claims.items())]
         ok, rev, _ = await self.etcd.txn(compare, success)
@@ -165,15 +206,24 @@ class Store:
             holder = current.value.decode()
             if claim.startswith(SERVICE_NAMES):
                 raise NameConflict(f"service {claim[len(SERVICE_NAMES):]} already exists")
+            if claim.startswith(NETWORK_NAMES):
+                raise NameConflict(f"network with name {claim[len(NETWORK_NAMES):]} already exists")
+            if claim.startswith(SUBNETS):
+                raise AddressConflict(f"subnet {claim[len(SUBNETS):].replace('_', '/')} is used by network {holder}")
+            if claim.startswith(VNIS):
+                raise AddressConflict(f"VXLAN ID {claim[len(VNIS):]} is used by network {holder}")
+            if claim.startswith(ADDRS):
+                raise AddressConflict(f"address {claim.rsplit('/', 1)[1]} is in use ({holder})")
             proto, port = claim[len(INGRESS_PORTS):].split("/")
             raise PortConflict(f"port '{port}/{proto}' is already in use by service {holder} as an ingress port")
 
     async def delete(self, obj: Wire, check_version: bool = True) -> None:
         key = key_of(obj)
         compare = [cmp_mod(key, obj.Version.Index)] if check_version else []  # type: ignore[attr-defined]
-        success = [op_delete(key)]
-        if isinstance(obj, Service):
-            success += [op_delete(k) for k in service_claims(obj)]
+        success = [op_delete(key), *(op_delete(k) for k in claims_of(obj))]
+        if isinstance(obj, Network):
+            # Whatever still holds an address of it (tasks that ended, nodes) lets go with it.
+            success.append(op_delete_prefix(f"{ADDRS}{obj.ID}/"))
         ok, _, _ = await self.etcd.txn(compare, success)
         if not ok:
             raise Conflict(f"{type(obj).__name__.lower()} {obj.ID} changed while being removed")  # type: ignore[attr-defined]
@@ -214,6 +264,27 @@ class Store:
                 refused += not one_ok
         return refused
 
+    async def claim_addresses(self, claims: dict[str, str]) -> set[str]:
+        """Take address keys (``address_key`` -> owner); returns the keys that were taken by somebody else."""
+        lost: set[str] = set()
+        items = list(claims.items())
+        for start in range(0, len(items), MAX_TXN_OPS):
+            chunk = items[start : start + MAX_TXN_OPS]
+            ok, _, _ = await self.etcd.txn([cmp_absent(k) for k, _ in chunk], [op_put(k, v) for k, v in chunk])
+            if ok:
+                continue
+            for key, owner in chunk:
+                one_ok, _, _ = await self.etcd.txn([cmp_absent(key)], [op_put(key, owner)])
+                if not one_ok:
+                    lost.add(key)
+        return lost
+
+    async def release(self, keys: Iterable[str]) -> None:
+        """Delete claim keys (addresses of gone tasks and nodes)."""
+        ops = [op_delete(k) for k in keys]
+        for start in range(0, len(ops), MAX_TXN_OPS):
+            await self.etcd.txn([], ops[start : start + MAX_TXN_OPS])
+
     # ---------------------------------------------------------- raw records
 
     async def get_json(self, key: str) -> dict[str, Any] | None:
@@ -231,6 +302,10 @@ class Snapshot:
     services: dict[str, Service] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
+    networks: dict[str, Network] = field(default_factory=dict)
+    # Addresses in use per network (ip -> owner), and each node's own address per network (node -> net -> ip).
+    addresses: dict[str, dict[str, str]] = field(default_factory=dict)
+    node_networks: dict[str, dict[str, str]] = field(default_factory=dict)
     cluster: Swarm | None = None
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     managers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -253,6 +328,19 @@ class Snapshot:
 
     def assignment_stamp(self, node_id: str) -> tuple[int, int]:
         return self.node_stamps.get(node_id, 0), self.shared_stamp
+
+    def index_address(self, key: str, owner: str | None) -> None:
+        network_id, ip = key[len(ADDRS):].split("/", 1)
+        book = self.addresses.setdefault(network_id, {})
+        old = book.pop(ip, None)
+        if old and old.startswith("node:"):
+            self.touch_node(old[5:])
+            self.node_networks.get(old[5:], {}).pop(network_id, None)
+        if owner is not None:
+            book[ip] = owner
+            if owner.startswith("node:"):
+                self.touch_node(owner[5:])
+                self.node_networks.setdefault(owner[5:], {})[network_id] = ip
 
     def index_task(self, old: Task | None, new: Task | None) -> None:
         self.touch_node(old.NodeID if old is not None else None)
@@ -326,7 +414,9 @@ class Cache:
                     else:
                         state.touch_all()
                     return
-            if key == CLUSTER_KEY:
+            if key.startswith(ADDRS):
+                state.index_address(key, None if kind == "delete" else kv.value.decode())
+            elif key == CLUSTER_KEY:
                 state.cluster = None if kind == "delete" else decode(Swarm, kv)
             elif key == LEADER_KEY:
                 state.leader = None if kind == "delete" else json.loads(kv.value)
