@@ -27,6 +27,7 @@ class _Listener:
     address: str
     port: int
     udp: asyncio.DatagramTransport | None = None
+    udp_closed: asyncio.Future[None] | None = None
     tcp: asyncio.Server | None = None
     tasks: set[asyncio.Task] = field(default_factory=set)
 
@@ -40,9 +41,14 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.resolver = resolver
         self.listener = listener
         self.transport: asyncio.DatagramTransport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         self.resolver._on_datagram(self.listener, self, data, addr)
@@ -121,8 +127,9 @@ class ServiceResolver:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         listener = _Listener(network_id, address, port)
         try:
-            listener.udp, _ = await loop.create_datagram_endpoint(
+            listener.udp, protocol = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self, listener), local_addr=(address, port), family=family)
+            listener.udp_closed = protocol.closed
             listener.port = listener.udp.get_extra_info("sockname")[1]
             listener.tcp = await asyncio.start_server(
                 lambda r, w: self._serve_tcp(listener, r, w), address, listener.port, family=family)
@@ -140,6 +147,9 @@ class ServiceResolver:
         for task in list(listener.tasks):
             task.cancel()
         await asyncio.gather(*listener.tasks, return_exceptions=True)
+        # The transport closes its socket on a later turn of the loop: the port is free only after that.
+        if listener.udp_closed is not None:
+            await listener.udp_closed
         if listener.tcp is not None:
             await listener.tcp.wait_closed()
 
