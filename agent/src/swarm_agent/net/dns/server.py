@@ -7,7 +7,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dnslib import DNSRecord, RCODE
+from dnslib import QTYPE, RCODE, DNSRecord
 
 from .answers import TCP_MAX_SIZE, Lookup, ReverseLookup, error_reply, local_answer, pack_for, parse_query, udp_limit
 from .upstream import UPSTREAM_TIMEOUT, Upstream, forward, resolv_conf_upstreams
@@ -159,7 +159,7 @@ class ServiceResolver:
         query = parse_query(data)
         if query is None:
             return
-        reply = self._local(listener, query)
+        reply = self._local(listener, query, addr[0])
         if reply is not None:
             protocol.transport.sendto(pack_for(reply, udp_limit(query)), addr)
             return
@@ -191,7 +191,7 @@ class ServiceResolver:
                 query = parse_query(data)
                 if query is None:
                     return  # the stream cannot be trusted past a malformed message
-                reply = await self._answer_tcp(listener, data, query)
+                reply = await self._answer_tcp(listener, data, query, peer[0])
                 writer.write(len(reply).to_bytes(2, "big") + reply)
                 await writer.drain()
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError) as exc:
@@ -200,21 +200,29 @@ class ServiceResolver:
         finally:
             writer.close()
 
-    async def _answer_tcp(self, listener: _Listener, data: bytes, query: DNSRecord) -> bytes:
-        reply = self._local(listener, query)
+    async def _answer_tcp(self, listener: _Listener, data: bytes, query: DNSRecord, client: str) -> bytes:
+        reply = self._local(listener, query, client)
         if reply is not None:
             return pack_for(reply, TCP_MAX_SIZE)
         forwarded = await forward(data, query, self.upstreams, tcp=True, udp_limit=TCP_MAX_SIZE,
                                   timeout=self._timeout)
         return forwarded if forwarded is not None else self._servfail(listener, query, TCP_MAX_SIZE)
 
-    def _local(self, listener: _Listener, query: DNSRecord) -> DNSRecord | None:
+    def _local(self, listener: _Listener, query: DNSRecord, client: str) -> DNSRecord | None:
         try:
-            return local_answer(query, listener.network_id, self._lookup, self._reverse, self._ttl)
+            reply = local_answer(query, listener.network_id, self._lookup, self._reverse, self._ttl)
         except Exception:  # noqa: BLE001 - the consumer's lookup failing must not take the resolver down
             log.exception("DNS lookup of %s on network %s failed; answering SERVFAIL", query.q.qname,
                           listener.network_id)
             return error_reply(query, RCODE.SERVFAIL)
+        qtype = QTYPE.get(query.q.qtype)
+        if reply is None:
+            log.debug("DNS %s %s from %s on network %s: not ours, forwarded", qtype, query.q.qname, client,
+                      listener.network_id)
+        else:
+            log.debug("DNS %s %s from %s on network %s: %s with %d records", qtype, query.q.qname, client,
+                      listener.network_id, RCODE.get(reply.header.rcode), len(reply.rr))
+        return reply
 
     def _servfail(self, listener: _Listener, query: DNSRecord, limit: int) -> bytes:
         log.info("DNS resolver of network %s answers SERVFAIL for %s: no upstream answered (%s)",
