@@ -112,10 +112,10 @@ def local_answer(query: DNSRecord, network_id: str, lookup: Lookup, reverse: Rev
         return _reply(query, RCODE.NXDOMAIN)
     reply = _reply(query)
     if question.qtype in (QTYPE.A, QTYPE.ANY):
-        shuffled = [str(ipaddress.IPv4Address(a)) for a in addresses]  # a bad address is the consumer's bug
+        shuffled = list(addresses)
         random.shuffle(shuffled)
-        for address in shuffled:
-            reply.add_answer(RR(question.qname, QTYPE.A, ttl=ttl, rdata=A(address)))
+        # A(...) raises ValueError for anything but a dotted IPv4 address: the consumer's bug, reported by the server.
+        reply.add_answer(*(RR(question.qname, QTYPE.A, ttl=ttl, rdata=A(address)) for address in shuffled))
     return reply
 
 
