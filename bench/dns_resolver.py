@@ -13,7 +13,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 
 from swarm_agent.net.dns import ServiceResolver
 
@@ -49,7 +48,7 @@ print(json.dumps({"seconds": time.perf_counter() - started, "latencies": latenci
 """
 
 _UPSTREAM = r"""
-import sys, time
+import sys
 from dnslib import A, QTYPE, RR
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 class Fixed(BaseResolver):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from contextlib import contextmanager
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,11 +41,16 @@ def lookup(network_id: str, name: str) -> Sequence[str] | None:
     return TABLE.get((network_id, name))
 
 
+def reverse(network_id: str, address: str) -> str | None:
+    return "web.1.task1" if (network_id, address) == (NET_A, "10.0.1.21") else None
+
+
 @dataclass
 class FakeUpstream:
     """A real DNS server on UDP and TCP answering OUTSIDE; it records what it was asked, and how."""
     asked: Counter[tuple[str, str]] = field(default_factory=Counter)  # (name, "udp"|"tcp") -> count
     port: int = 0
+    broken: bool = False  # answers SERVFAIL to everything
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
@@ -52,6 +58,9 @@ class FakeUpstream:
         with self.lock:
             self.asked[(name, handler.protocol)] += 1
         reply = request.reply(ra=1, aa=1)
+        if self.broken:
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply
         if name not in OUTSIDE:
             reply.header.rcode = RCODE.NXDOMAIN
             return reply
@@ -67,9 +76,9 @@ class _Handler(DNSHandler):
     udplen = 512  # dnslib's server then truncates UDP replies that are larger, as real servers do
 
 
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream()
+@contextmanager
+def running_upstream(broken: bool = False) -> Iterator[FakeUpstream]:
+    fake = FakeUpstream(broken=broken)
     resolver = type("R", (BaseResolver,), {"resolve": lambda self, request, handler: fake.resolve(request, handler)})()
     quiet = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
     udp = DNSServer(resolver, address=UPSTREAM_ADDRESS, port=0, logger=quiet, handler=_Handler)
@@ -90,8 +99,14 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with running_upstream() as fake:
+        yield fake
+
+
+@pytest.fixture
 async def resolver(upstream: FakeUpstream) -> AsyncIterator[ServiceResolver]:
-    service = ServiceResolver(lookup, upstreams=[f"{UPSTREAM_ADDRESS}:{upstream.port}"])
+    service = ServiceResolver(lookup, upstreams=[f"{UPSTREAM_ADDRESS}:{upstream.port}"], reverse=reverse)
     try:
         await service.listen(NET_A, ADDRESS_A, 0)
         await service.listen(NET_B, ADDRESS_B, 0)
@@ -313,3 +328,27 @@ async def test_listening_on_an_address_in_use_fails_with_the_network_named(resol
         assert other.listening() == {}
     finally:
         await other.close()
+
+
+async def test_a_servfail_upstream_is_passed_over_for_the_next(upstream: FakeUpstream) -> None:
+    with running_upstream(broken=True) as broken:
+        alone = ServiceResolver(lookup, upstreams=[f"{UPSTREAM_ADDRESS}:{broken.port}"])
+        both = ServiceResolver(lookup, upstreams=[f"{UPSTREAM_ADDRESS}:{broken.port}",
+                                                  f"{UPSTREAM_ADDRESS}:{upstream.port}"])
+        try:
+            await alone.listen(NET_A, ADDRESS_A, 0)
+            await both.listen(NET_B, ADDRESS_B, 0)
+            assert (await ask(alone, NET_A, "outside.test")).header.rcode == RCODE.SERVFAIL
+            assert addresses(await ask(both, NET_B, "outside.test")) == ["192.0.2.7"]
+            assert broken.asked == Counter({("outside.test", "udp"): 2})
+        finally:
+            await alone.close()
+            await both.close()
+
+
+async def test_ptr_of_our_address_and_forwarding_of_others(resolver: ServiceResolver,
+                                                           upstream: FakeUpstream) -> None:
+    reply = await ask(resolver, NET_A, "21.1.0.10.in-addr.arpa", "PTR")
+    assert [str(rr.rdata) for rr in reply.rr] == ["web.1.task1."]
+    assert (await ask(resolver, NET_B, "21.1.0.10.in-addr.arpa", "PTR")).header.rcode == RCODE.NXDOMAIN
+    assert upstream.asked == Counter({("21.1.0.10.in-addr.arpa", "udp"): 1})

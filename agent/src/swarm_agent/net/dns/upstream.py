@@ -108,11 +108,11 @@ class _OneReply(asyncio.DatagramProtocol):
 
     def __init__(self, query: DNSRecord) -> None:
         self.query = query
-        self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.reply: asyncio.Future[tuple[bytes, DNSRecord]] = asyncio.get_running_loop().create_future()
 
     def datagram_received(self, data: bytes, addr: object) -> None:
-        if not self.reply.done() and _answers(self.query, data) is not None:
-            self.reply.set_result(data)
+        if not self.reply.done() and (parsed := _answers(self.query, data)) is not None:
+            self.reply.set_result((data, parsed))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like: this upstream is not there.
@@ -120,7 +120,11 @@ class _OneReply(asyncio.DatagramProtocol):
             self.reply.set_exception(exc)
 
 
-async def _ask_udp(upstream: Upstream, data: bytes, query: DNSRecord) -> bytes:
+# The reply both as received (passed on unchanged) and parsed.
+_Reply = tuple[bytes, DNSRecord]
+
+
+async def _ask_udp(upstream: Upstream, data: bytes, query: DNSRecord) -> _Reply:
     loop = asyncio.get_running_loop()
     # A fresh connected socket per query: a random source port, and the kernel drops datagrams from others.
     transport, protocol = await loop.create_datagram_endpoint(
@@ -132,7 +136,7 @@ async def _ask_udp(upstream: Upstream, data: bytes, query: DNSRecord) -> bytes:
         transport.close()
 
 
-async def _ask_tcp(upstream: Upstream, data: bytes, query: DNSRecord) -> bytes:
+async def _ask_tcp(upstream: Upstream, data: bytes, query: DNSRecord) -> _Reply:
     reader, writer = await asyncio.open_connection(upstream.host, upstream.port, family=upstream.family)
     try:
         writer.write(len(data).to_bytes(2, "big") + data)  # RFC 1035 4.2.2: two-byte length prefix
@@ -141,17 +145,18 @@ async def _ask_tcp(upstream: Upstream, data: bytes, query: DNSRecord) -> bytes:
         reply = await reader.readexactly(length)
     finally:
         writer.close()
-    if _answers(query, reply) is None:
+    parsed = _answers(query, reply)
+    if parsed is None:
         raise ValueError("reply does not answer the query")
-    return reply
+    return reply, parsed
 
 
 async def _ask(upstream: Upstream, data: bytes, query: DNSRecord, tcp: bool, udp_limit: int,
-               timeout: float) -> bytes:
+               timeout: float) -> _Reply:
     if tcp:
         return await asyncio.wait_for(_ask_tcp(upstream, data, query), timeout)
     reply = await asyncio.wait_for(_ask_udp(upstream, data, query), timeout)
-    if not DNSRecord.parse(reply).header.tc:
+    if not reply[1].header.tc:
         return reply
     log.debug("upstream %s truncated its reply for %s; asking again over TCP", upstream, query.q.qname)
     try:
@@ -159,7 +164,7 @@ async def _ask(upstream: Upstream, data: bytes, query: DNSRecord, tcp: bool, udp
     except _NO_ANSWER as exc:
         log.debug("upstream %s gave no TCP answer for %s: %s", upstream, query.q.qname, exc or type(exc).__name__)
         return reply
-    return full if len(full) <= udp_limit else reply
+    return full if len(full[0]) <= udp_limit else reply
 
 
 async def forward(data: bytes, query: DNSRecord, upstreams: Sequence[Upstream], tcp: bool, udp_limit: int,
@@ -173,12 +178,12 @@ async def forward(data: bytes, query: DNSRecord, upstreams: Sequence[Upstream], 
     fallback: bytes | None = None
     for upstream in upstreams:
         try:
-            reply = await _ask(upstream, data, query, tcp, udp_limit, timeout)
+            reply, parsed = await _ask(upstream, data, query, tcp, udp_limit, timeout)
         except _NO_ANSWER as exc:
             log.debug("upstream %s gave no answer for %s over %s: %s", upstream, query.q.qname,
                       "TCP" if tcp else "UDP", exc or type(exc).__name__)
             continue
-        if DNSRecord.parse(reply).header.rcode in _TRY_NEXT:
+        if parsed.header.rcode in _TRY_NEXT:
             fallback = reply
             continue
         return reply
