@@ -352,3 +352,14 @@ async def test_ptr_of_our_address_and_forwarding_of_others(resolver: ServiceReso
     assert [str(rr.rdata) for rr in reply.rr] == ["web.1.task1."]
     assert (await ask(resolver, NET_B, "21.1.0.10.in-addr.arpa", "PTR")).header.rcode == RCODE.NXDOMAIN
     assert upstream.asked == Counter({("21.1.0.10.in-addr.arpa", "udp"): 1})
+
+
+async def test_bad_settings_are_refused_with_the_field_named() -> None:
+    with pytest.raises(ValueError, match="ttl must be 0 or more seconds, not -1"):
+        ServiceResolver(lookup, upstreams=[], ttl=-1)
+    with pytest.raises(ValueError, match="upstream 'resolver.example'"):
+        ServiceResolver(lookup, upstreams=["resolver.example"])
+    service = ServiceResolver(lookup, upstreams=[])
+    with pytest.raises(ValueError, match="network net-a: listen address 'gateway' is not an IP address"):
+        await service.listen(NET_A, "gateway", 0)
+    assert service.listening() == {}

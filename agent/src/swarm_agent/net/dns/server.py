@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from collections.abc import Sequence
@@ -70,6 +71,8 @@ class ServiceResolver:
                  reverse: ReverseLookup | None = None, timeout: float = UPSTREAM_TIMEOUT) -> None:
         if ttl < 0:
             raise ValueError(f"ttl must be 0 or more seconds, not {ttl}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be more than 0 seconds, not {timeout}")
         self._lookup = lookup
         self._reverse = reverse
         self._ttl = ttl
@@ -95,6 +98,11 @@ class ServiceResolver:
         Port 0 picks a free port, the same for UDP and TCP. Listening again on the same address is a no-op;
         on another address, the old sockets close once the new ones are bound. Nothing stays bound on error.
         """
+        try:
+            address = str(ipaddress.ip_address(address))  # one spelling, as upstreams have, for the loop check
+        except ValueError:
+            raise ValueError(f"DNS resolver of network {network_id}: listen address {address!r} is not an IP "
+                             f"address") from None
         current = self._listeners.get(network_id)
         if current is not None and current.address == address and port in (0, current.port):
             return current.address, current.port
