@@ -16,3 +16,15 @@ def test_scheduler_bench_runs_on_a_tiny_cluster():
     lines = result.stdout.splitlines()
     assert lines[0].startswith("placement: 100 pending tasks, 50 nodes") and "decisions/s" in lines[0]
     assert [line.split(":")[1].split(" in ")[0].strip() for line in lines[1:]] == ["100 tasks", "1000 tasks"]
+
+
+def test_dns_resolver_bench_runs_a_few_queries():
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "dns_resolver.py"), "--queries", "40", "--window", "4"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["our name, 10 addresses (tasks.web)",
+                                                      "forwarded to the upstream"]
+    assert lines[0].split(": ")[1].startswith("40 queries in") and lines[1].split(": ")[1].startswith("10 queries")
