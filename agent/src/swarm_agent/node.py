@@ -47,6 +47,7 @@ from .manager.ipam import INGRESS_NAME
 from .store.state import CA_KEY, Snapshot, Store
 from .worker.executor import Executor
 from .worker.join import request_join
+from .worker.node_network import NodeNetwork
 from .worker.session import WorkerSession
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class AgentConfig:
     hostname: str = field(default_factory=gethostname)
     etcd_binary: str = "etcd"
     etcd_endpoints: list[str] = field(default_factory=list)
+    mesh_backend: str | None = None  # nftables or ipvs; None: nftables, IPVS only where asked and present
 
 
 @dataclass
@@ -263,6 +265,11 @@ class NodeAgent:
             hostname=self.config.hostname,
             on_managers=self._remember_managers,
             on_role=self._role_wanted,
+            network=NodeNetwork(
+                self.state.node_id, self.config.docker_url, self.state.advertise_ip,
+                on_dead=lambda node_id: self.worker.report_down(node_id) if self.worker else None,
+                mesh_backend=self.config.mesh_backend,
+            ),
         )
         self._worker_task = asyncio.create_task(self.worker.run(), name="worker-session")
         self.local_state = "active"

@@ -20,6 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--etcd-binary", default=defaults.etcd_binary, help="etcd executable for the manager role")
     parser.add_argument("--etcd-endpoint", action="append", default=[], dest="etcd_endpoints",
                         help="use this etcd instead of starting a member (repeatable)")
+    parser.add_argument("--mesh-backend", choices=["nftables", "ipvs"], default=None,
+                        help="routing mesh backend (default nftables; ipvs only where the kernel has it)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         hostname=args.hostname,
         etcd_binary=args.etcd_binary,
         etcd_endpoints=args.etcd_endpoints,
+        mesh_backend=args.mesh_backend,
     )
 
     async def run() -> None:

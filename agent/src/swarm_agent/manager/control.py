@@ -7,12 +7,15 @@ tick, which the change itself triggers.
 """
 
 import asyncio
+import base64
 import logging
 import time
 from typing import TYPE_CHECKING
 
 from ..api.models import Node, NodeStatus, Task, TaskState, TaskStatus, now
+from ..net.gossip import Keyring
 from ..pki import new_node_id
+from ..store.state import GOSSIP_KEY
 from .allocator import Allocator
 from .orchestrator import reconcile
 from .scheduler import schedule
@@ -49,22 +52,33 @@ class ControlLoop:
             revision = cache.revision
 
     async def tick(self) -> None:
+        await self.ensure_gossip_keys()
         await self.check_liveness()
         await self.orchestrate()
         await self.place()
         await self.allocate_nodes()
 
     async def check_liveness(self) -> None:
-        """A node is ready while its session lease lives; Down once it expires."""
+        """A node is ready while its session lease lives; Down once it expires, or as soon as gossip on
+        enough other nodes finds it dead (then its session is ended too, so it must open a new one)."""
         state = self.mgr.cache.state
         changed: list[Node] = []
+        ready = sum(1 for n in state.nodes.values() if n.Status.State == "ready")
+        # One witness suffices in a cluster of two; otherwise two, so one node's bad link cannot evict another.
+        witnesses = 1 if ready <= 2 else 2
         for node in state.nodes.values():
-            alive = node.ID in state.sessions
+            reported = len(state.down_reports.get(node.ID, ())) >= witnesses
+            if reported and node.ID in state.sessions:
+                lease = state.sessions[node.ID].get("lease")
+                if lease:
+                    await self.mgr.store.etcd.lease_revoke(int(lease))
+            alive = node.ID in state.sessions and not reported
             if node.Status.State == "ready" and not alive:
                 updated = node.model_copy(deep=True)
-                updated.Status = NodeStatus(State="down", Message="heartbeat failure", Addr=node.Status.Addr)
+                why = "gossip found it dead" if reported else "heartbeat failure"
+                updated.Status = NodeStatus(State="down", Message=why, Addr=node.Status.Addr)
                 changed.append(updated)
-                log.warning("node %s (%s) is down: its session expired", node.ID, node.Description.Hostname)
+                log.warning("node %s (%s) is down: %s", node.ID, node.Description.Hostname, why)
             elif node.Status.State != "ready" and alive:
                 updated = node.model_copy(deep=True)
                 updated.Status = NodeStatus(State="ready", Addr=node.Status.Addr)
@@ -74,6 +88,11 @@ class ControlLoop:
             node.UpdatedAt = now()
         if changed:
             await self.mgr.store.apply(updates=changed)
+
+    async def ensure_gossip_keys(self) -> None:
+        if not self.mgr.cache.state.gossip_keys:
+            await self.mgr.store.create_json(GOSSIP_KEY, {"keys": [base64.b64encode(Keyring.generate_key()).decode()]})
+            log.info("gossip keyring created")
 
     async def orchestrate(self) -> None:
         state = self.mgr.cache.state

@@ -21,7 +21,8 @@ from .. import tokens
 from ..api.app import Route, agent_of, caller_of, json_response, read_model
 from ..api.errors import ApiError, BadRequest, Forbidden, NotFound
 from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, TaskStatus, now
-from ..store.state import SESSIONS, Conflict
+from ..store.state import DOWN_REPORTS, SESSIONS, Conflict
+from .allocator import swarm_network_object
 
 if TYPE_CHECKING:
     from .manager import Manager
@@ -58,6 +59,10 @@ class StatusUpdate(BaseModel):
 
 class StatusBody(BaseModel):
     updates: list[StatusUpdate]
+    down: list[str] = Field(default_factory=list, max_length=1000)  # nodes gossip found dead
+
+# A report that a node is dead counts this long (seconds): long enough for a second node's report to arrive.
+DOWN_REPORT_TTL = 10
 
 
 def manager_of(request: web.Request) -> "Manager":
@@ -176,9 +181,17 @@ def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
     tasks = [state.tasks[t].wire() for t in sorted(state.tasks_by_node.get(node_id, ())) if t in state.tasks]
     node = state.nodes.get(node_id)
     services = {t["ServiceID"]: state.services[t["ServiceID"]].Spec.Name for t in tasks if t["ServiceID"] in state.services}
+    networks = [
+        {"Network": swarm_network_object(state.networks[net_id]), "Address": ip}
+        for net_id, ip in sorted(state.node_networks.get(node_id, {}).items())
+        if net_id in state.networks
+    ]
     return {
         "tasks": tasks,
         "services": services,
+        "endpoints": {sid: state.services[sid].Endpoint.wire() for sid in services},
+        "networks": networks,
+        "gossip": {"keys": state.gossip_keys},
         "managers": mgr.manager_addrs(),
         "node": (node.Spec if node else NodeSpec()).wire(),
     }
@@ -243,6 +256,11 @@ async def report_status(request: web.Request) -> web.Response:
             except Conflict:
                 # Our cache was behind: read the task afresh and decide again.
                 await mgr.cache.barrier()
+    for dead in body.down:
+        if dead != node_id and dead in mgr.cache.state.nodes:
+            lease = await mgr.store.etcd.lease_grant(DOWN_REPORT_TTL)
+            await mgr.store.put_json(f"{DOWN_REPORTS}{dead}/{node_id}", {"at": now()}, lease=lease)
+            log.warning("node %s reports node %s dead (gossip)", node_id, dead)
     return json_response({"accepted": accepted})
 
 

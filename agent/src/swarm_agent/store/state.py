@@ -15,6 +15,8 @@ Layout (every key under ``/swarm/`` so one watch sees every change):
 - ``/swarm/sessions/<node id>``    a worker's live session, held by a lease the dispatcher renews
 - ``/swarm/managers/<node id>``    a manager's API and etcd addresses, held by that manager's lease
 - ``/swarm/leader``                the leader's node ID, held by the leader's lease
+- ``/swarm/gossip``                the gossip keyring (managers hand it out with assignments)
+- ``/swarm/down-reports/<node>/<reporter>``  gossip found <node> dead, says <reporter>; short-lived lease
 
 An object's ``Version.Index`` is its key's etcd ``mod_revision``: an update
 sends back the version it read and fails with :class:`Conflict` if anybody
@@ -56,6 +58,8 @@ NETWORK_NAMES = ROOT + "names/networks/"
 SUBNETS = ROOT + "ipam/subnets/"
 VNIS = ROOT + "ipam/vni/"
 ADDRS = ROOT + "ipam/addrs/"
+GOSSIP_KEY = ROOT + "gossip"
+DOWN_REPORTS = ROOT + "down-reports/"
 
 TABLES: dict[type, str] = {
     Service: ROOT + "services/", Task: ROOT + "tasks/", Node: ROOT + "nodes/", Network: ROOT + "networks/",
@@ -294,6 +298,11 @@ class Store:
     async def put_json(self, key: str, value: dict[str, Any], lease: int = 0) -> None:
         await self.etcd.put(key, json.dumps(value), lease=lease)
 
+    async def create_json(self, key: str, value: dict[str, Any]) -> bool:
+        """Write ``key`` unless it exists; whether this call wrote it."""
+        ok, _, _ = await self.etcd.txn([cmp_absent(key)], [op_put(key, json.dumps(value))])
+        return ok
+
 
 @dataclass
 class Snapshot:
@@ -310,6 +319,8 @@ class Snapshot:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     managers: dict[str, dict[str, Any]] = field(default_factory=dict)
     leader: dict[str, Any] | None = None
+    gossip_keys: list[str] = field(default_factory=list)
+    down_reports: dict[str, set[str]] = field(default_factory=dict)
     # Indexes the dispatcher and the API need on every call.
     tasks_by_service: dict[str, set[str]] = field(default_factory=dict)
     tasks_by_node: dict[str, set[str]] = field(default_factory=dict)
@@ -420,6 +431,16 @@ class Cache:
                 state.cluster = None if kind == "delete" else decode(Swarm, kv)
             elif key == LEADER_KEY:
                 state.leader = None if kind == "delete" else json.loads(kv.value)
+            elif key == GOSSIP_KEY:
+                state.gossip_keys = [] if kind == "delete" else list(json.loads(kv.value)["keys"])
+                state.touch_all()
+            elif key.startswith(DOWN_REPORTS):
+                node_id, _, reporter = key[len(DOWN_REPORTS):].partition("/")
+                reporters = state.down_reports.setdefault(node_id, set())
+                if kind == "delete":
+                    reporters.discard(reporter)
+                else:
+                    reporters.add(reporter)
             elif key.startswith(SESSIONS) or key.startswith(MANAGERS):
                 table = state.sessions if key.startswith(SESSIONS) else state.managers
                 obj_id = key.rsplit("/", 1)[1]

@@ -10,9 +10,20 @@ stop behaviour) and tools that read those labels keep working.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from docker.types import ContainerConfig, Healthcheck, HostConfig, LogConfig, Mount, Ulimit
+from docker.types import (
+    ContainerConfig,
+    EndpointConfig,
+    Healthcheck,
+    HostConfig,
+    LogConfig,
+    Mount,
+    NetworkingConfig,
+    Ulimit,
+)
 
 from ..api.duration import SECOND
 from ..api.models import ContainerTemplate, HealthConfig, Mount as MountSpec, Task
@@ -137,7 +148,17 @@ def _entrypoint_and_cmd(spec: ContainerTemplate) -> tuple[list[str] | None, list
     return None, None
 
 
-def host_config(task: Task, api_version: str = API_VERSION) -> HostConfig:
+@dataclass(frozen=True)
+class NetworkPlan:
+    """Where a task's container joins the network: the engine network, its address and extra names."""
+
+    engine_network: str
+    address: str
+    aliases: tuple[str, ...] = ()
+
+
+def host_config(task: Task, api_version: str = API_VERSION, networks: Sequence[NetworkPlan] = (),
+                resolvers: Sequence[str] = ()) -> HostConfig:
     spec = task.Spec.ContainerSpec
     resources = task.Spec.Resources
     limits = resources.Limits if resources else None
@@ -150,7 +171,9 @@ def host_config(task: Task, api_version: str = API_VERSION) -> HostConfig:
         restart_policy={"Name": "no"},
         mounts=[engine_mount(m) for m in spec.Mounts] if spec.Mounts else None,
         extra_hosts=extra_hosts(spec.Hosts),
-        dns=dns.Nameservers if dns else None,
+        # The node's resolver answers service names; a spec's own nameservers win, as in Swarm.
+        dns=(dns.Nameservers if dns and dns.Nameservers else list(resolvers) or None),
+        network_mode=networks[0].engine_network if networks else None,
         dns_search=dns.Search if dns else None,
         dns_opt=dns.Options if dns else None,
         init=spec.Init,
@@ -172,8 +195,16 @@ def host_config(task: Task, api_version: str = API_VERSION) -> HostConfig:
     )
 
 
-def container_config(task: Task, service_name: str, node_id: str, api_version: str = API_VERSION) -> ContainerConfig:
-    """The body of ``POST /containers/create`` for this task on node ``node_id``."""
+def endpoint_config(plan: NetworkPlan, task: Task, api_version: str = API_VERSION) -> EndpointConfig:
+    # Docker's Swarm executor gives each task its short task ID as an alias too.
+    return EndpointConfig(api_version, aliases=[*plan.aliases, task.ID[:12]] or None, links=None,
+                          ipv4_address=plan.address, ipv6_address=None, link_local_ips=None, driver_opt=None)
+
+
+def container_config(task: Task, service_name: str, node_id: str, api_version: str = API_VERSION,
+                     networks: Sequence[NetworkPlan] = (), resolvers: Sequence[str] = ()) -> ContainerConfig:
+    """The body of ``POST /containers/create`` for this task on node ``node_id``; the container starts on
+    the first of ``networks`` (the executor connects the others before starting it)."""
     spec = task.Spec.ContainerSpec
     entrypoint, cmd = _entrypoint_and_cmd(spec)
     return ContainerConfig(
@@ -192,5 +223,7 @@ def container_config(task: Task, service_name: str, node_id: str, api_version: s
         stop_signal=spec.StopSignal or None,
         stop_timeout=stop_grace_seconds(spec),
         healthcheck=engine_healthcheck(spec.HealthCheck),
-        host_config=host_config(task, api_version),
+        host_config=host_config(task, api_version, networks, resolvers),
+        networking_config=NetworkingConfig({networks[0].engine_network: endpoint_config(networks[0], task, api_version)})
+        if networks else None,
     )

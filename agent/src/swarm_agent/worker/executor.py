@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +57,10 @@ from .container_config import (
     API_VERSION,
     LABEL_NODE_ID,
     LABEL_TASK_ID,
+    NetworkPlan,
     container_config,
     container_name,
+    endpoint_config,
     stop_grace_seconds,
 )
 
@@ -294,7 +296,9 @@ class Executor:
         log.warning("task %s rejected: %s", task.ID, err)
         return Observed(task.ID, "", TaskState.REJECTED, "preparing", err)
 
-    def start(self, task: Task, service_name: str) -> Observed:
+    def start(self, task: Task, service_name: str, networks: Sequence[NetworkPlan] = (),
+              resolvers: Sequence[str] = ()) -> Observed:
+        """Create (if needed) and start the task's container, on ``networks`` with these addresses."""
         existing = self._find(task.ID)
         if existing is not None and not _never_started(existing):
             observed = self._observe(existing)
@@ -311,9 +315,14 @@ class Executor:
             image = task.Spec.ContainerSpec.Image
             if not self._image_present(image) and not self._pull(image):
                 return self._rejected(task, f"No such image: {image}")
-            config = container_config(task, service_name, self.node_id, self._api.api_version)
+            config = container_config(task, service_name, self.node_id, self._api.api_version, networks, resolvers)
             try:
                 cid = self._api.create_container_from_config(config, name=container_name(task))["Id"]
+                for plan in networks[1:]:
+                    endpoint = endpoint_config(plan, task, self._api.api_version)
+                    self._api.connect_container_to_network(
+                        cid, plan.engine_network, ipv4_address=plan.address, aliases=endpoint.get("Aliases"),
+                    )
             except ImageNotFound:
                 return self._rejected(task, f"No such image: {image}")
             except APIError as exc:

@@ -24,8 +24,9 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -148,7 +149,7 @@ class HollowExecutor:
         self._changed.append(task_id)
         self._cond.notify_all()
 
-    def start(self, task: Task, service_name: str) -> Observed:
+    def start(self, task: Task, service_name: str, networks: Sequence[Any] = (), resolvers: Sequence[str] = ()) -> Observed:
         with self._cond:
             now = self._clock()
             existing = self._containers.get(task.ID)

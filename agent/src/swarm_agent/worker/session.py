@@ -18,6 +18,7 @@ import aiohttp
 from .. import pki
 from ..api.models import Task, TaskState, TaskStatus
 from .executor import Executor, Observed
+from .node_network import NodeNetwork
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class WorkerSession:
         hostname: str,
         on_managers: Callable[[list[str]], None],
         on_role: Callable[[str], None],
+        network: NodeNetwork | None = None,
     ) -> None:
         self.node_id = node_id
         self.certs = certs
@@ -48,6 +50,9 @@ class WorkerSession:
         self.hostname = hostname
         self.on_managers = on_managers
         self.on_role = on_role
+        # None on hollow nodes, whose tasks have no containers to network.
+        self.network = network
+        self._down: set[str] = set()
         self.assigned: dict[str, Task] = {}
         self.service_names: dict[str, str] = {}
         self.connected_to: str | None = None
@@ -82,6 +87,8 @@ class WorkerSession:
             events.cancel()
             reconciler.cancel()
             self.executor.close()
+            if self.network is not None:
+                await self.network.close()
 
     async def _serve(self, addr: str, ssl_context: Any) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=None)
@@ -151,6 +158,8 @@ class WorkerSession:
                 message = json.loads(line)
                 self.assigned = {t["ID"]: Task.model_validate(t) for t in message["tasks"]}
                 self.service_names = message.get("services") or {}
+                if self.network is not None:
+                    await self.network.update(message)
                 self._learn_managers(message.get("managers") or [])
                 role = (message.get("node") or {}).get("Role")
                 if role and role != self.certs.identity.role:
@@ -165,14 +174,16 @@ class WorkerSession:
             await asyncio.sleep(0.05)
             self._outbox_ready.clear()
             batch, self._outbox = self._outbox, {}
+            down, self._down = self._down, set()
             updates = [{"ID": tid, "Status": status.wire()} for tid, status in batch.items()]
             try:
-                async with http.post(base + "/status", json={"updates": updates},
+                async with http.post(base + "/status", json={"updates": updates, "down": sorted(down)},
                                      timeout=aiohttp.ClientTimeout(total=10)) as resp:
                     if resp.status != 200:
                         body = await resp.json(content_type=None)
                         log.warning("node %s: status report refused: %s", self.node_id, body.get("message"))
             except BaseException:
+                self._down |= down
                 for tid, status in batch.items():
                     self._outbox.setdefault(tid, status)
                     self._sent.pop(tid, None)
@@ -212,6 +223,11 @@ class WorkerSession:
             except Exception:
                 log.exception("node %s: reconcile failed", self.node_id)
 
+    def report_down(self, node_id: str) -> None:
+        """Gossip found ``node_id`` dead: tell the managers with the next status report."""
+        self._down.add(node_id)
+        self._outbox_ready.set()
+
     def _report(self, task: Task, observed: Observed) -> None:
         """Queue a state for the managers if it moves the task forward and was not already sent."""
         # A terminal state the managers hold is final: after an agent restart a container
@@ -230,6 +246,11 @@ class WorkerSession:
         to_stop: list[Task] = []
         for task in self.assigned.values():
             seen = observed.get(task.ID)
+            if self.network is not None:
+                if task.DesiredState == TaskState.RUNNING and seen is not None and seen.state == TaskState.RUNNING:
+                    self.network.publish(task, self.service_names.get(task.ServiceID) or task.Name.rsplit(".", 1)[0])
+                else:
+                    await self.network.withdraw(task.ID)
             if task.DesiredState == TaskState.RUNNING:
                 if seen is None and not task.Status.State.terminal:
                     to_start.append(task)
@@ -248,8 +269,15 @@ class WorkerSession:
         async def start(task: Task) -> None:
             async with gate:
                 name = self.service_names.get(task.ServiceID) or task.Name.rsplit(".", 1)[0]
+                networks, resolvers = [], []
+                if self.network is not None:
+                    ready = await self.network.prepare(task)
+                    if ready is None:
+                        log.debug("node %s: task %s waits for its networks", self.node_id, task.ID)
+                        return
+                    networks, resolvers = ready
                 log.info("node %s: starting task %s (%s)", self.node_id, task.ID, task.Name)
-                self._report(task, await asyncio.to_thread(self.executor.start, task, name))
+                self._report(task, await asyncio.to_thread(self.executor.start, task, name, networks, resolvers))
 
         async def stop(task: Task) -> None:
             async with gate:
@@ -258,6 +286,8 @@ class WorkerSession:
 
         await asyncio.gather(*(start(t) for t in to_start), *(stop(t) for t in to_stop))
         for task_id in observed.keys() - self.assigned.keys():
+            if self.network is not None:
+                await self.network.withdraw(task_id)
             log.info("node %s: removing container of task %s, no longer assigned", self.node_id, task_id)
             await asyncio.to_thread(self.executor.remove, task_id)
             self._sent.pop(task_id, None)

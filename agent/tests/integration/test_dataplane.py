@@ -1,0 +1,152 @@
+"""The data plane on a real cluster: overlay networks, the routing mesh on every node, service discovery,
+isolation between networks, and a dead node's tasks leaving the mesh and DNS.
+
+Three lab hosts (one manager, two workers), each with its own Docker engine and agent; requests come from
+the test process (in the lab bridge's namespace) to each node's published port, and from task containers
+to names on their network.
+"""
+import collections
+import re
+import subprocess
+import time
+
+import pytest
+
+from harness.cluster import SwarmNode, running_tasks, wait_for
+
+pytestmark = pytest.mark.integration
+
+# Each task answers with its hostname (its container's short ID, as in Swarm), so answers tell tasks apart.
+WEB = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+IMAGE = "local/busybox:1"
+
+
+@pytest.fixture
+def cluster(lab, busybox):
+    _, archive = busybox
+    hosts = lab.add_hosts("m1", "w1", "w2")
+    for host in hosts:
+        host.load_image(archive)
+    nodes = [SwarmNode(h) for h in hosts]
+    for node in nodes:
+        node.start()
+    manager, workers = nodes[0], nodes[1:]
+    manager.init()
+    for worker in workers:
+        worker.join(manager)
+    wait_for("all three nodes Ready",
+             lambda: manager.docker("node", "ls", "--format", "{{.Status}}").stdout.split().count("Ready") == 3)
+    return manager, workers
+
+
+def http_get(ip: str, port: int) -> str | None:
+    done = subprocess.run(["curl", "-s", "-m", "2", f"http://{ip}:{port}/"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def in_task(node: SwarmNode, container: str, *argv: str) -> subprocess.CompletedProcess:
+    return node.host.docker("exec", container, *argv, check=False)
+
+
+def task_container(nodes: list[SwarmNode], service: str) -> tuple[SwarmNode, str]:
+    for node in nodes:
+        names = node.host.docker("ps", "--filter", f"label=com.docker.swarm.service.name={service}",
+                                 "--format", "{{.Names}}").stdout.decode().split()
+        if names:
+            return node, names[0]
+    raise AssertionError(f"no running container of service {service}")
+
+
+def resolve(node: SwarmNode, container: str, name: str) -> set[str]:
+    out = in_task(node, container, "nslookup", name).stdout.decode()
+    # busybox nslookup prints the server first, then "Name: ... Address: ..." lines for the answer.
+    answer = out.split("Name:", 1)[1] if "Name:" in out else ""
+    return set(re.findall(r"Address(?: \d+)?:\s*(\d+\.\d+\.\d+\.\d+)", answer))
+
+
+def test_overlay_mesh_and_discovery(cluster):
+    manager, workers = cluster
+    nodes = [manager, *workers]
+    docker = manager.docker
+
+    docker("network", "create", "-d", "overlay", "mynet")
+    docker("network", "create", "-d", "overlay", "--subnet", "10.123.0.0/24", "other")
+    listed = docker("network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}").stdout.split("\n")
+    assert {"mynet overlay swarm", "other overlay swarm", "ingress overlay swarm"} <= set(listed)
+    assert docker("network", "inspect", "other", "--format", "{{(index .IPAM.Config 0).Subnet}}").stdout.strip() \
+        == "10.123.0.0/24"
+
+    docker("service", "create", "--name", "web", "--replicas", "3", "--network", "mynet",
+           "--publish", "published=8080,target=80", IMAGE, *WEB)
+    docker("service", "create", "--name", "rr", "--replicas", "2", "--network", "mynet",
+           "--endpoint-mode", "dnsrr", IMAGE, *WEB)
+    docker("service", "create", "--name", "client", "--network", "mynet", IMAGE, "sleep", "1000000")
+    docker("service", "create", "--name", "stranger", "--network", "other", IMAGE, *WEB)
+    wait_for("all tasks running", lambda: [len(running_tasks(manager, s)) for s in ("web", "rr", "client", "stranger")]
+             == [3, 2, 1, 1], timeout=120)
+    web_tasks = running_tasks(manager, "web")
+    web_ips = {a["Addresses"][0].split("/")[0] for t in web_tasks for a in t["NetworksAttachments"]
+               if a["Network"]["Spec"]["Name"] == "mynet"}
+    names = {t["Status"]["ContainerStatus"]["ContainerID"][:12] for t in web_tasks}
+    assert len(web_ips) == 3
+    vips = {v["NetworkID"]: v["Addr"].split("/")[0]
+            for v in manager.json("service", "inspect", "web")[0]["Endpoint"]["VirtualIPs"]}
+    mynet_id = docker("network", "inspect", "mynet", "--format", "{{.Id}}").stdout.strip()
+
+    # The routing mesh: port 8080 of every node answers, and spreads over all three tasks.
+    for node in nodes:
+        seen = collections.Counter()
+        wait_for(f"8080 answering on {node.name}", lambda: http_get(node.host.ip, 8080) is not None, timeout=60)
+        for _ in range(60):
+            answer = http_get(node.host.ip, 8080)
+            assert answer is not None, f"a request to {node.name}:8080 failed"
+            seen[answer] += 1
+        assert set(seen) == names, f"{node.name}:8080 reached {dict(seen)}, expected every task of {names}"
+        assert min(seen.values()) >= 8, f"uneven shares through {node.name}: {dict(seen)}"
+
+    # Discovery from a task on the same network.
+    host, client = task_container(nodes, "client")
+    wait_for("web resolving to its VIP", lambda: resolve(host, client, "web") == {vips[mynet_id]}, timeout=30)
+    assert resolve(host, client, "tasks.web") == web_ips
+    rr_ips = {a["Addresses"][0].split("/")[0] for t in running_tasks(manager, "rr") for a in t["NetworksAttachments"]}
+    assert resolve(host, client, "rr") == rr_ips, "a dnsrr service resolves to its tasks' addresses"
+    answers = {in_task(host, client, "timeout", "5", "wget", "-q", "-O", "-", "http://web/").stdout.decode().strip()
+               for _ in range(30)}
+    assert answers == names, "requests to the VIP reach every task"
+    # Isolation: nothing of the other network is reachable, or even named.
+    stranger = running_tasks(manager, "stranger")[0]["NetworksAttachments"][0]["Addresses"][0].split("/")[0]
+    assert in_task(host, client, "timeout", "5", "wget", "-q", "-O", "-", f"http://{stranger}/").returncode != 0
+    assert resolve(host, client, "stranger") == set()
+
+    # A node running a web task dies: the other nodes' mesh and DNS let go of its tasks.
+    victim_task = next(t for t in web_tasks if t["NodeID"] != manager.node_id)
+    victim = next(n for n in workers if n.node_id == victim_task["NodeID"])
+    dead_ip = next(a["Addresses"][0].split("/")[0] for a in victim_task["NetworksAttachments"]
+                   if a["Network"]["ID"] == mynet_id)
+    survivors = [n for n in nodes if n is not victim]
+    if host is victim:
+        docker("service", "scale", "client=0")
+        docker("service", "scale", "client=1")
+        wait_for("client running again", lambda: len(running_tasks(manager, "client")) == 1, timeout=60)
+        host, client = task_container(survivors, "client")
+    # The node vanishes: its agent dies and its link goes down (its containers, cut off, run on unseen).
+    victim.kill()
+    victim.host.run("ip", "link", "set", "eth0", "down")
+    killed = time.monotonic()
+
+    def mesh_whole() -> bool:
+        return all(http_get(n.host.ip, 8080) is not None for n in survivors for _ in range(6))
+
+    wait_for("every surviving node's 8080 answering every time", mesh_whole, timeout=30)
+    wait_for("the dead task gone from DNS", lambda: dead_ip not in resolve(host, client, "tasks.web"), timeout=30)
+    print(f"mesh and DNS whole again {time.monotonic() - killed:.1f}s after the kill")
+    wait_for("web back to 3 running tasks",
+             lambda: len([t for t in running_tasks(manager, "web") if t["NodeID"] != victim.node_id]) == 3,
+             timeout=120)
+
+    # A network in use cannot go; once its services are gone it can.
+    refused = docker("network", "rm", "other", check=False)
+    assert refused.returncode != 0 and "stranger" in refused.stderr
+    docker("service", "rm", "stranger")
+    docker("network", "rm", "other")
+    assert "other" not in docker("network", "ls", "--format", "{{.Name}}").stdout.split()
