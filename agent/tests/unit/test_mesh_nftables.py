@@ -39,7 +39,6 @@ def test_render_of_a_state() -> None:
     # VIPs are looked up by address alone: every port of a VIP goes to its service's chain.
     assert "type ipv4_addr : verdict\n\t\telements = { 10.9.0.2 : goto svc_web_vip, 10.9.0.3 : goto svc_dns_vip }" \
         in text
-    assert "ip daddr vmap @vip_services" in text
     assert "elements = { tcp . 8080 : goto svc_web_tcp_80 }" in text
     assert 'elements = { "br0" }' in text
     assert "type nat hook output priority -100;" in text
@@ -49,9 +48,10 @@ def test_render_of_a_state() -> None:
     # Backends sorted by address, whatever order they came in; a published port names the target port...
     assert ("meta l4proto tcp dnat to numgen random mod 3 map { 0 : 10.0.1.2, 1 : 10.0.1.3, 2 : 10.0.1.4 }:80"
             in text)
-    # ... and a VIP DNATs the address only, for tcp and udp, keeping the destination port.
-    assert re.search(r"chain svc_web_vip \{\n\t\tmeta l4proto \{ tcp, udp \} meta mark set meta mark or 0x00400000 "
-                     r'comment "swarm:[0-9a-f]{16}"\n\t\tmeta l4proto \{ tcp, udp \} dnat to numgen random mod 3 '
+    # ... and a VIP DNATs the address only, keeping the destination port; only tcp and udp go there.
+    assert "meta l4proto { tcp, udp } ip daddr vmap @vip_services" in text
+    assert re.search(r"chain svc_web_vip \{\n\t\tmeta mark set meta mark or 0x00400000 "
+                     r'comment "swarm:[0-9a-f]{16}"\n\t\tdnat to numgen random mod 3 '
                      r"map \{ 0 : 10.0.1.2, 1 : 10.0.1.3, 2 : 10.0.1.4 \}\n\t\}", text)
     # No backend: refuse at once rather than black-hole, on every port of the VIP.
     assert re.search(r"chain svc_dns_vip \{\n\t\tmeta l4proto tcp reject with tcp reset "
@@ -76,7 +76,7 @@ def test_no_backend_tcp_resets_and_single_backend_needs_no_numgen() -> None:
     one = render_state(mesh_state(MeshService("a", vips=("10.9.0.9",), published=(Frontend("udp", 81, 80),),
                                               backends=(Backend("10.0.0.5"),))))
     assert one.chains["svc_a_udp_80"].rules[-1] == "meta l4proto udp dnat to 10.0.0.5:80"
-    assert one.chains["svc_a_vip"].rules[-1] == "meta l4proto { tcp, udp } dnat to 10.0.0.5"
+    assert one.chains["svc_a_vip"].rules[-1] == "dnat to 10.0.0.5"
 
 
 def test_a_service_without_vips_has_no_vip_chain() -> None:

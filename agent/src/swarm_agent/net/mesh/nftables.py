@@ -7,6 +7,7 @@ Layout of `table ip swarm_mesh`:
   `meta l4proto . th dport` in `published_services`; both jump (goto) to a service chain.
 - one chain `svc_<service>_vip` per service with VIPs: a VIP forwards every tcp and udp port, as Docker's do, so
   the chain DNATs the address only (the destination port stays) to a backend picked with `numgen random`.
+  Other protocols do not enter it; ICMP to a VIP is answered by the node.
 - one chain `svc_<service>_<proto>_<target port>` per published target port, DNATing to that port.
 - a service without healthy task rejects instead (tcp reset, icmp port-unreachable for udp), so that clients see
   "connection refused" at once instead of waiting for a timeout.
@@ -53,8 +54,11 @@ VipKey = str
 PublishedKey = tuple[str, int]
 """(protocol, port): a key of the `published_services` map."""
 
+# Only tcp and udp enter a VIP's chain (the protocol is tested here, once, rather than in each of a thousand service
+# chains, where every `{ tcp, udp }` would be one more anonymous set for nft to load on each transaction); other
+# protocols to a VIP, ICMP above all, are the node's to answer.
 _LOOKUP_RULES = (
-    f"ip daddr vmap @{VIP_MAP}",
+    f"meta l4proto {{ tcp, udp }} ip daddr vmap @{VIP_MAP}",
     f"fib daddr type local meta l4proto . th dport vmap @{PUBLISHED_MAP}",
 )
 # The mesh answers on every node but the chosen task may run on another one. Without SNAT that task would answer
@@ -149,14 +153,12 @@ def published_chain(proto: str, target_port: int, backends: tuple[Backend, ...])
 
 @functools.lru_cache(maxsize=16384)
 def vip_chain(backends: tuple[Backend, ...]) -> ServiceChain:
-    """The chain of a service's VIPs: DNAT of the address only, so every tcp and udp port reaches the same port
-    of a backend. Other protocols fall through (the chain is entered by goto: the base chain's policy accepts)
-    and ICMP to a VIP is answered by the node."""
+    """The chain of a service's VIPs, entered by tcp and udp only: DNAT of the address alone, so every port
+    reaches the same port of a backend."""
     ips = _sorted_ips(backends)
     if not ips:
         return ServiceChain(_no_backend_rules(("tcp", "udp")))
-    return ServiceChain((f"meta l4proto {{ tcp, udp }} meta mark set meta mark or {MESH_MARK:#010x}",
-                         f"meta l4proto {{ tcp, udp }} dnat to {_dnat_target(ips)}"))
+    return ServiceChain((f"meta mark set meta mark or {MESH_MARK:#010x}", f"dnat to {_dnat_target(ips)}"))
 
 
 @dataclass
