@@ -4,7 +4,8 @@
 Prints:
 - full: rebuilding the whole table (what an agent does at start);
 - incremental: applying one changed service (one backend replaced) with everything else present: the whole
-  `NftablesMesh.apply` (render, diff, `nft -f -`), and of that the nft transaction alone;
+  `NftablesMesh.apply` (render, diff, `nft -f -`), and of that the nft transaction alone. A service has one VIP
+  (every port) and one published port, so a change rewrites two chains;
 - reconcile: a restarted agent adopting the table (`nft -j list` of it, parse, one transaction).
 
 Runs in a scratch network namespace it creates and deletes. Run as root from the repository root:
@@ -42,8 +43,7 @@ def make_state(services: int, endpoints: int, generation: int = 0, changed: int 
             # One task replaced by another: a fresh address outside every other service's.
             backends[0] = Backend(f"10.200.{generation // 256 % 256}.{generation % 256}")
         out.append(MeshService(f"svc{i:05d}", vips=(f"10.9.{i // 256}.{i % 256}",),
-                               published=(Frontend("tcp", 30000 + i, 80),), vip_ports=(Frontend("tcp", 80, 80),),
-                               backends=tuple(backends)))
+                               published=(Frontend("tcp", 30000 + i, 80),), backends=tuple(backends)))
     return mesh_state(*out)
 
 

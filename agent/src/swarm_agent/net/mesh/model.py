@@ -1,4 +1,4 @@
-"""What the routing mesh must serve: services, their frontends and their healthy backends.
+"""What the routing mesh must serve: services, their VIPs and published ports, and their healthy backends.
 
 This is the one input of every mesh backend (nftables, IPVS). It is plain data, validated on construction, so
 that a backend can render it without checking it again and a bad endpoint from gossip fails where it enters.
@@ -25,6 +25,19 @@ def _check_ipv4(address: str, what: str) -> None:
         raise ValueError(f"{what} {address!r} is not an IPv4 address") from exc
 
 
+_NOT_A_VIP = ipaddress.IPv4Network("0.0.0.0/8")
+
+
+def _check_vip(address: str, service_id: str) -> None:
+    _check_ipv4(address, f"VIP of service {service_id}")
+    # A VIP becomes a local address of the node and (on IPVS) a firewall mark equal to its value: it must be
+    # an address a packet can be sent to, and never 0.0.0.0/8, whose values are the marks of published ports.
+    ip = ipaddress.IPv4Address(address)
+    if ip in _NOT_A_VIP or ip.is_multicast or ip.is_loopback or ip.is_reserved:
+        raise ValueError(f"VIP of service {service_id} {address!r} must be a unicast address (not in 0.0.0.0/8, "
+                         "loopback, multicast or reserved)")
+
+
 def _check_port(port: int, what: str) -> None:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"{what} {port!r} is not a port (1-65535)")
@@ -34,8 +47,8 @@ def _check_port(port: int, what: str) -> None:
 class Backend:
     """A healthy task of a service, reached at its overlay address.
 
-    There is no port here: every task of a service listens on the same target port, which each frontend
-    names, and a service with two frontends reaches the same task on two ports.
+    There is no port here: a VIP forwards every port to the same port of a task, and a published port names
+    the task's port itself (`Frontend.target_port`).
     """
 
     ip: str
@@ -46,7 +59,7 @@ class Backend:
 
 @dataclass(frozen=True, order=True)
 class Frontend:
-    """A port the mesh answers on (`port`) and the port of the tasks it forwards to (`target_port`)."""
+    """A published port the mesh answers on (`port`) and the port of the tasks it forwards to (`target_port`)."""
 
     proto: Protocol
     port: int
@@ -63,28 +76,29 @@ class Frontend:
 class MeshService:
     """One service as the mesh sees it.
 
-    `published` ports answer on every local address of every node (mode ingress); `vip_ports` answer on each of
-    the service's VIPs (one per overlay network).
+    `published` ports answer on every local address of every node (mode ingress). Each of the `vips` (one per
+    overlay network) forwards EVERY tcp and udp port to the same port of a backend, as Docker's VIPs do: a
+    service reached at `redis:6379` declares no port at all.
     """
 
     service_id: str
     vips: tuple[str, ...] = ()
     published: tuple[Frontend, ...] = ()
-    vip_ports: tuple[Frontend, ...] = ()
     backends: tuple[Backend, ...] = ()
 
     def __post_init__(self) -> None:
         # Callers may pass lists; tuples keep the service hashable (renderers cache by it) and truly frozen.
-        for name in ("vips", "published", "vip_ports", "backends"):
+        for name in ("vips", "published", "backends"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not _SERVICE_ID.match(self.service_id):
             raise ValueError(f"service id {self.service_id!r} must be 1-64 letters, digits or '_'")
         for vip in self.vips:
-            _check_ipv4(vip, f"VIP of service {self.service_id}")
-        for kind, frontends in (("published", self.published), ("VIP", self.vip_ports)):
-            keys = [(f.proto, f.port) for f in frontends]
-            if len(set(keys)) != len(keys):
-                raise ValueError(f"service {self.service_id} has a {kind} port twice: {sorted(keys)}")
+            _check_vip(vip, self.service_id)
+        if len(set(self.vips)) != len(self.vips):
+            raise ValueError(f"service {self.service_id} has a VIP twice: {sorted(self.vips)}")
+        keys = [(f.proto, f.port) for f in self.published]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"service {self.service_id} has a published port twice: {sorted(keys)}")
 
 
 MeshState = dict[str, MeshService]
