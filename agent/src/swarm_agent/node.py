@@ -25,7 +25,7 @@ from aiohttp import web
 
 from . import __version__, pki, tokens
 from .api import app as api_app
-from .api import networks, nodes, services, swarm, system, tasks
+from .api import networks, nodes, secrets, services, swarm, system, tasks
 from .api.errors import ApiError, BadRequest, NotManager, NOT_IN_SWARM, WORKER_NODE
 from .api.models import (
     InitRequest,
@@ -191,7 +191,7 @@ class NodeAgent:
             api_app.Route("GET", "/swarmd/agent", self._agent_status, "manager"),
         ]
         return (system.ROUTES + swarm.ROUTES + nodes.ROUTES + services.ROUTES + tasks.ROUTES + networks.ROUTES
-                + dispatcher.ROUTES + own)
+                + secrets.ROUTES + dispatcher.ROUTES + own)
 
     async def run(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)

@@ -188,3 +188,42 @@ def test_published_ingress_ports_are_unique_and_assigned(pair):
     status, again = call(manager, "POST", "/services/create", clash)
     assert status == 201, again
     call(manager, "DELETE", f"/services/{again['ID']}")
+
+
+def _net(**fields) -> dict:
+    return {"Name": "n1", "Driver": "overlay", **fields}
+
+
+@pytest.mark.parametrize(
+    "body,status,words",
+    [
+        ({"Name": "n1"}, 400, ["Driver: only 'overlay'", "'bridge'"]),
+        (_net(Name=""), 400, ["Name"]),
+        (_net(IPAM={"Config": [{"Subnet": "10.9.9.1/24"}]}), 400, ["IPAM.Config.Subnet", "invalid subnet"]),
+        (_net(IPAM={"Config": [{"Subnet": "10.0.0.0/16"}]}), 400, ["IPAM.Config.Subnet", "overlaps", "10.0.0.0/24"]),
+        (_net(IPAM={"Config": [{"Subnet": "10.9.0.0/24", "Gateway": "10.8.0.1"}]}), 400, ["IPAM.Config.Gateway"]),
+        (_net(EnableIPv6=True), 400, ["EnableIPv6"]),
+        (_net(Options={"encrypted": ""}), 400, ["Options.encrypted"]),
+        (_net(Ingress=True), 403, ["ingress network ingress is already present"]),
+        (_net(Name="ingress"), 409, ["network with name ingress already exists"]),
+    ],
+)
+def test_network_create_refuses(pair, body, status, words):
+    _, manager, _ = pair
+    before = call(manager, "GET", "/networks")[1]
+    got, answer = call(manager, "POST", "/networks/create", body=body)
+    assert got == status, answer
+    for word in words:
+        assert word in answer["message"], answer
+    assert call(manager, "GET", "/networks")[1] == before, "nothing may be stored after bad input"
+
+
+def test_service_cannot_attach_to_ingress_or_twice(pair):
+    _, manager, _ = pair
+    assert call(manager, "POST", "/networks/create", body=_net(Name="twice"))[0] == 201
+    for networks, words in (([{"Target": "ingress"}], "explicitly attached to the ingress network"),
+                            ([{"Target": "twice"}, {"Target": "twice"}], "attached twice")):
+        got, answer = call(manager, "POST", "/services/create", body=with_("TaskTemplate.Networks", networks))
+        assert got == 400 and words in answer["message"], answer
+    assert call(manager, "GET", "/services")[1] == []
+    assert call(manager, "DELETE", "/networks/twice")[0] == 204

@@ -150,3 +150,63 @@ def test_overlay_mesh_and_discovery(cluster):
     docker("service", "rm", "stranger")
     docker("network", "rm", "other")
     assert "other" not in docker("network", "ls", "--format", "{{.Name}}").stdout.split()
+
+
+COMPOSE = """
+version: "3.8"
+services:
+  front:
+    image: local/busybox:1
+    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports: ["8081:80"]
+    networks: [public, private]
+    deploy:
+      replicas: 2
+  store:
+    image: local/busybox:1
+    command: ["sh", "-c", "mkdir -p /www && echo store > /www/index.html && exec httpd -f -p 80 -h /www"]
+    networks:
+      private:
+        aliases: [db]
+  probe:
+    image: local/busybox:1
+    command: ["sleep", "1000000"]
+    networks: [public]
+networks:
+  public:
+  private:
+    driver: overlay
+"""
+
+
+def test_stack_deploy_ls_ps_services_rm(cluster, tmp_path):
+    manager, workers = cluster
+    docker = manager.docker
+    compose = tmp_path / "compose.yml"
+    compose.write_text(COMPOSE)
+    docker("stack", "deploy", "-c", str(compose), "demo")
+    assert docker("stack", "ls", "--format", "{{.Name}} {{.Services}}").stdout.split("\n")[0] == "demo 3"
+    networks = docker("network", "ls", "--filter", "label=com.docker.stack.namespace=demo",
+                      "--format", "{{.Name}}").stdout.split()
+    assert sorted(networks) == ["demo_private", "demo_public"]
+    wait_for("the stack's tasks running", lambda: docker("stack", "ps", "demo", "--filter", "desired-state=running",
+                                                          "--format", "{{.CurrentState}}").stdout.count("Running") == 4,
+             timeout=120)
+    services = docker("stack", "services", "demo", "--format", "{{.Name}} {{.Replicas}}").stdout.split("\n")
+    assert {"demo_front 2/2", "demo_store 1/1", "demo_probe 1/1"} <= set(services)
+
+    # The published port answers on every node; the store is reached by its alias on the private network
+    # from front, and probe (public only) can reach front by name but not the store.
+    for node in (manager, *workers):
+        wait_for(f"8081 on {node.name}", lambda: http_get(node.host.ip, 8081) is not None, timeout=60)
+    host, front = task_container([manager, *workers], "demo_front")
+    got = in_task(host, front, "timeout", "5", "wget", "-q", "-O", "-", "http://db/").stdout.decode().strip()
+    assert got == "store"
+    host, probe = task_container([manager, *workers], "demo_probe")
+    assert in_task(host, probe, "timeout", "5", "wget", "-q", "-O", "-", "http://front/").returncode == 0
+    assert resolve(host, probe, "store") == set() and resolve(host, probe, "db") == set()
+
+    docker("stack", "rm", "demo")
+    wait_for("the stack's networks gone", lambda: not docker(
+        "network", "ls", "--filter", "label=com.docker.stack.namespace=demo", "-q").stdout.strip(), timeout=60)
+    assert docker("stack", "ls", "--format", "{{.Name}}").stdout.strip() == ""

@@ -51,8 +51,12 @@ async def list_tasks(request: web.Request) -> web.Response:
             continue
         if "desired-state" in filters and not any(task.DesiredState in _DESIRED[v] for v in filters["desired-state"]):
             continue
-        if "label" in filters and not match_label(task.Labels, filters["label"]):
-            continue
+        if "label" in filters:
+            # A task carries its service's labels, as in Swarm (`docker stack ps` finds tasks by them).
+            service = state.services.get(task.ServiceID)
+            labels = {**((service.Spec.Labels or {}) if service else {}), **task.Labels}
+            if not match_label(labels, filters["label"]):
+                continue
         if "_up-to-date" in filters:
             service = state.services.get(task.ServiceID)
             if service is None or task.Spec != service.Spec.TaskTemplate:

@@ -52,7 +52,7 @@ class Endpoint:
 
 def endpoint_value(task: Task, service_name: str, endpoint: ServiceEndpoint | None) -> dict[str, Any]:
     """What a node publishes for one of its running tasks."""
-    vips = {v.NetworkID: v.Addr.split("/")[0] for v in (endpoint.VirtualIPs or []) if endpoint} if endpoint else {}
+    vips = {v.NetworkID: v.Addr.split("/")[0] for v in endpoint.VirtualIPs or []} if endpoint else {}
     networks = {}
     for attachment in task.NetworksAttachments or []:
         network_id = attachment.Network["ID"]
@@ -152,7 +152,8 @@ def peers_by_network(values: Mapping[str, Mapping[str, Any]], self_node: str) ->
         if node_id == self_node:
             continue
         try:
-            out[network_id].add(str(ipaddress.IPv4Address(value["addr"])))
+            address = str(ipaddress.IPv4Address(value["addr"]))
         except (KeyError, TypeError, ValueError):
             continue
+        out[network_id].add(address)
     return out
