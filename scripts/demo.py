@@ -21,6 +21,8 @@ from harness.hosts import Lab  # noqa: E402
 from harness.image import busybox_image  # noqa: E402
 
 WEB = ["httpd", "-f", "-p", "80", "-h", "/"]
+# Answers with its hostname (the container's short ID), so a client sees which task it reached.
+HOSTNAME_WEB = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
 
 
 def say(text: str) -> None:
@@ -48,6 +50,11 @@ def condense(output: str) -> str:
             continue
         keep.append(line)
     return "\n".join(keep)
+
+
+def curl(ip: str, port: int) -> str | None:
+    done = subprocess.run(["curl", "-s", "-m", "2", f"http://{ip}:{port}/"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def running(manager: SwarmNode, service: str) -> int:
@@ -96,6 +103,27 @@ def main() -> None:
         say("Update a service: the tasks are replaced one by one")
         run(manager, "service", "update", "--env-add", "GREETING=hello", "web")
         run(manager, "service", "ps", "web")
+
+        say("An overlay network, a service published on 8080, and port 8080 answering on every node")
+        run(manager, "network", "create", "-d", "overlay", "mynet")
+        run(manager, "service", "create", "--name", "frontend", "--replicas", "3", "--network", "mynet",
+            "--publish", "published=8080,target=80", image, *HOSTNAME_WEB)
+        run(manager, "service", "create", "--name", "client", "--network", "mynet", image, "sleep", "3600")
+        wait_for("frontend and client running", lambda: running(manager, "frontend") == 3
+                 and running(manager, "client") == 1, timeout=120)
+        run(manager, "network", "ls")
+        for node in nodes:
+            wait_for(f"8080 on {node.name}", lambda: curl(node.host.ip, 8080) is not None, timeout=60)
+            answers = sorted({curl(node.host.ip, 8080) or "(failed)" for _ in range(12)})
+            print(f"  curl http://{node.host.ip}:8080/ (x12) answered by tasks: {', '.join(answers)}")
+        say("Service discovery from a task on mynet: the name gives the VIP, tasks.NAME the tasks")
+        holder, container = next((n, c) for n in nodes for c in n.host.docker(
+            "ps", "--filter", "label=com.docker.swarm.service.name=client", "--format", "{{.Names}}"
+        ).stdout.decode().split())
+        for name in ("frontend", "tasks.frontend"):
+            out = holder.host.docker("exec", container, "nslookup", name).stdout.decode()
+            print(f"  {holder.name}: {container[:18]}... $ nslookup {name}\n    "
+                  + "\n    ".join(line for line in out.splitlines() if line.startswith(("Name", "Address"))))
 
         say("Remove the global service")
         run(manager, "service", "rm", "monitor")

@@ -13,7 +13,7 @@ packages=(
   util-linux procps              # nsenter, unshare; ps/kill for the harness
   busybox-static                 # the test workload image is built from it
   python3 python3-venv           # the agent's virtualenv
-  make ca-certificates
+  make ca-certificates curl      # curl: tests and the demo call published ports
 )
 
 missing=()

@@ -206,6 +206,16 @@ def test_stack_deploy_ls_ps_services_rm(cluster, tmp_path):
     assert in_task(host, probe, "timeout", "5", "wget", "-q", "-O", "-", "http://front/").returncode == 0
     assert resolve(host, probe, "store") == set() and resolve(host, probe, "db") == set()
 
+    # Host mode: the port answers only on the node that runs the task.
+    docker("service", "create", "--name", "pinned", "--publish", "mode=host,published=9090,target=80", IMAGE, *WEB)
+    wait_for("pinned running", lambda: len(running_tasks(manager, "pinned")) == 1, timeout=60)
+    where = running_tasks(manager, "pinned")[0]["NodeID"]
+    for node in (manager, *workers):
+        if node.node_id == where:
+            wait_for(f"9090 on {node.name}", lambda: http_get(node.host.ip, 9090) is not None, timeout=30)
+        else:
+            assert http_get(node.host.ip, 9090) is None, f"host-mode port answered on {node.name}"
+
     docker("stack", "rm", "demo")
     wait_for("the stack's networks gone", lambda: not docker(
         "network", "ls", "--filter", "label=com.docker.stack.namespace=demo", "-q").stdout.strip(), timeout=60)

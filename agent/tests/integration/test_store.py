@@ -100,3 +100,31 @@ async def test_cache_follows_writes_and_lease_expiry(store):
         assert "n1" not in cache.state.sessions
     finally:
         runner.cancel()
+
+
+async def test_gossip_keyring_is_made_once_and_rotated_newest_first_keeping_three(store, monkeypatch):
+    from types import SimpleNamespace
+
+    from swarm_agent.manager import control
+
+    cache = Cache(store.etcd)
+    runner = asyncio.create_task(cache.run())
+    try:
+        await cache.ready()
+        loop = control.ControlLoop(SimpleNamespace(store=store, cache=cache))
+        await loop.ensure_gossip_keys()
+        await cache.barrier()
+        first = list(cache.state.gossip_keys)
+        assert len(first) == 1
+        await loop.ensure_gossip_keys()
+        await cache.barrier()
+        assert cache.state.gossip_keys == first, "no rotation before its time"
+        monkeypatch.setattr(control, "GOSSIP_KEY_ROTATION", 0.0)
+        for _ in range(3):
+            await loop.ensure_gossip_keys()
+            await cache.barrier()
+        keys = cache.state.gossip_keys
+        assert len(keys) == 3 and len(set(keys)) == 3 and first[0] not in keys
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)

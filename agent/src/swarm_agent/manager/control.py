@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 BATCH_WINDOW = 0.05
 # Time passes even when nothing is written (restart delays, update delays).
 IDLE_TICK = 1.0
+GOSSIP_KEY_ROTATION = 12 * 3600.0
 
 
 class ControlLoop:
@@ -90,9 +91,16 @@ class ControlLoop:
             await self.mgr.store.apply(updates=changed)
 
     async def ensure_gossip_keys(self) -> None:
-        if not self.mgr.cache.state.gossip_keys:
-            await self.mgr.store.create_json(GOSSIP_KEY, {"keys": [base64.b64encode(Keyring.generate_key()).decode()]})
-            log.info("gossip keyring created")
+        """The gossip keyring: made with the cluster, and a new key in front every GOSSIP_KEY_ROTATION.
+
+        Three keys at most; nodes encrypt with the second-newest, so a new key reaches every node (with its
+        assignments) before anybody encrypts with it, and the oldest still decrypts what is in flight."""
+        state = self.mgr.cache.state
+        if state.gossip_keys and time.time() - state.gossip_rotated < GOSSIP_KEY_ROTATION:
+            return
+        keys = [base64.b64encode(Keyring.generate_key()).decode(), *state.gossip_keys][:3]
+        await self.mgr.store.put_json(GOSSIP_KEY, {"keys": keys, "rotated": time.time()})
+        log.info("gossip keyring %s: %d keys", "rotated" if state.gossip_keys else "created", len(keys))
 
     async def orchestrate(self) -> None:
         state = self.mgr.cache.state

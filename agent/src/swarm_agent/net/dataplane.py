@@ -52,6 +52,9 @@ class DataPlane:
         self._dirty = asyncio.Event()
         self._io = asyncio.Lock()
         self._mesh_adopted = False
+        # Until the session has looked at its containers once, an entry of ours we did not publish in this
+        # run may still be a running task (the agent restarted): keep it.
+        self._tasks_known = False
         gossip.on_entry(lambda table, key, value: self._dirty.set())
 
     # ------------------------------------------------------------ inputs
@@ -103,6 +106,12 @@ class DataPlane:
         log.info("task %s withdrawn from the mesh and DNS", task_id)
         return True
 
+    def tasks_known(self) -> None:
+        """The session has published every task of ours that runs: entries of ours beyond those are stale."""
+        if not self._tasks_known:
+            self._tasks_known = True
+            self._dirty.set()
+
     # ------------------------------------------------------------ converge
 
     async def run(self) -> None:
@@ -142,7 +151,7 @@ class DataPlane:
         entries = self.gossip.entries(ENDPOINTS)
         for task_id, entry in entries.items():
             # Entries of ours from before an agent restart that gossip brought back: no task of ours has them.
-            if entry.owner == self.node_id and task_id not in self._published:
+            if self._tasks_known and entry.owner == self.node_id and task_id not in self._published:
                 self.gossip.delete(ENDPOINTS, task_id)
         endpoints, errors = parse_all({k: e.value for k, e in self.gossip.entries(ENDPOINTS).items()})
         for error in errors:

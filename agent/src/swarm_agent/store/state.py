@@ -298,11 +298,6 @@ class Store:
     async def put_json(self, key: str, value: dict[str, Any], lease: int = 0) -> None:
         await self.etcd.put(key, json.dumps(value), lease=lease)
 
-    async def create_json(self, key: str, value: dict[str, Any]) -> bool:
-        """Write ``key`` unless it exists; whether this call wrote it."""
-        ok, _, _ = await self.etcd.txn([cmp_absent(key)], [op_put(key, json.dumps(value))])
-        return ok
-
 
 @dataclass
 class Snapshot:
@@ -319,7 +314,8 @@ class Snapshot:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     managers: dict[str, dict[str, Any]] = field(default_factory=dict)
     leader: dict[str, Any] | None = None
-    gossip_keys: list[str] = field(default_factory=list)
+    gossip_keys: list[str] = field(default_factory=list)  # base64, newest first
+    gossip_rotated: float = 0.0  # UNIX time the newest key was made
     down_reports: dict[str, set[str]] = field(default_factory=dict)
     # Indexes the dispatcher and the API need on every call.
     tasks_by_service: dict[str, set[str]] = field(default_factory=dict)
@@ -432,7 +428,9 @@ class Cache:
             elif key == LEADER_KEY:
                 state.leader = None if kind == "delete" else json.loads(kv.value)
             elif key == GOSSIP_KEY:
-                state.gossip_keys = [] if kind == "delete" else list(json.loads(kv.value)["keys"])
+                record = {} if kind == "delete" else json.loads(kv.value)
+                state.gossip_keys = list(record.get("keys", []))
+                state.gossip_rotated = float(record.get("rotated", 0))
                 state.touch_all()
             elif key.startswith(DOWN_REPORTS):
                 node_id, _, reporter = key[len(DOWN_REPORTS):].partition("/")

@@ -26,7 +26,7 @@ from docker.types import (
 )
 
 from ..api.duration import SECOND
-from ..api.models import ContainerTemplate, HealthConfig, Mount as MountSpec, Task
+from ..api.models import ContainerTemplate, HealthConfig, Mount as MountSpec, ServiceEndpoint, Task
 
 API_VERSION = "1.41"
 """Engine API version we speak: Docker 20.10's, which newer engines still accept."""
@@ -157,8 +157,18 @@ class NetworkPlan:
     aliases: tuple[str, ...] = ()
 
 
+HostPort = tuple[str, int | None, int]
+"""A port published in host mode: (protocol, port on the node or None for any free one, port of the task)."""
+
+
+def host_ports(endpoint: ServiceEndpoint | None) -> list[HostPort]:
+    """The service's host-mode ports: bound by the engine on the node running the task, and only there."""
+    return [(p.Protocol, p.PublishedPort or None, p.TargetPort)
+            for p in (endpoint.Ports or [] if endpoint else []) if p.PublishMode == "host"]
+
+
 def host_config(task: Task, api_version: str = API_VERSION, networks: Sequence[NetworkPlan] = (),
-                resolvers: Sequence[str] = ()) -> HostConfig:
+                resolvers: Sequence[str] = (), ports: Sequence[HostPort] = ()) -> HostConfig:
     spec = task.Spec.ContainerSpec
     resources = task.Spec.Resources
     limits = resources.Limits if resources else None
@@ -174,6 +184,7 @@ def host_config(task: Task, api_version: str = API_VERSION, networks: Sequence[N
         # The node's resolver answers service names; a spec's own nameservers win, as in Swarm.
         dns=(dns.Nameservers if dns and dns.Nameservers else list(resolvers) or None),
         network_mode=networks[0].engine_network if networks else None,
+        port_bindings={f"{target}/{proto}": published for proto, published, target in ports} or None,
         dns_search=dns.Search if dns else None,
         dns_opt=dns.Options if dns else None,
         init=spec.Init,
@@ -202,7 +213,8 @@ def endpoint_config(plan: NetworkPlan, task: Task, api_version: str = API_VERSIO
 
 
 def container_config(task: Task, service_name: str, node_id: str, api_version: str = API_VERSION,
-                     networks: Sequence[NetworkPlan] = (), resolvers: Sequence[str] = ()) -> ContainerConfig:
+                     networks: Sequence[NetworkPlan] = (), resolvers: Sequence[str] = (),
+                     ports: Sequence[HostPort] = ()) -> ContainerConfig:
     """The body of ``POST /containers/create`` for this task on node ``node_id``; the container starts on
     the first of ``networks`` (the executor connects the others before starting it)."""
     spec = task.Spec.ContainerSpec
@@ -223,7 +235,8 @@ def container_config(task: Task, service_name: str, node_id: str, api_version: s
         stop_signal=spec.StopSignal or None,
         stop_timeout=stop_grace_seconds(spec),
         healthcheck=engine_healthcheck(spec.HealthCheck),
-        host_config=host_config(task, api_version, networks, resolvers),
+        ports=[(target, proto) for proto, _, target in ports] or None,
+        host_config=host_config(task, api_version, networks, resolvers, ports),
         networking_config=NetworkingConfig({networks[0].engine_network: endpoint_config(networks[0], task, api_version)})
         if networks else None,
     )

@@ -57,6 +57,7 @@ from .container_config import (
     API_VERSION,
     LABEL_NODE_ID,
     LABEL_TASK_ID,
+    HostPort,
     NetworkPlan,
     container_config,
     container_name,
@@ -297,7 +298,7 @@ class Executor:
         return Observed(task.ID, "", TaskState.REJECTED, "preparing", err)
 
     def start(self, task: Task, service_name: str, networks: Sequence[NetworkPlan] = (),
-              resolvers: Sequence[str] = ()) -> Observed:
+              resolvers: Sequence[str] = (), ports: Sequence[HostPort] = ()) -> Observed:
         """Create (if needed) and start the task's container, on ``networks`` with these addresses."""
         existing = self._find(task.ID)
         if existing is not None and not _never_started(existing):
@@ -315,7 +316,8 @@ class Executor:
             image = task.Spec.ContainerSpec.Image
             if not self._image_present(image) and not self._pull(image):
                 return self._rejected(task, f"No such image: {image}")
-            config = container_config(task, service_name, self.node_id, self._api.api_version, networks, resolvers)
+            config = container_config(task, service_name, self.node_id, self._api.api_version, networks, resolvers,
+                                      ports)
             try:
                 cid = self._api.create_container_from_config(config, name=container_name(task))["Id"]
                 for plan in networks[1:]:

@@ -149,7 +149,8 @@ class HollowExecutor:
         self._changed.append(task_id)
         self._cond.notify_all()
 
-    def start(self, task: Task, service_name: str, networks: Sequence[Any] = (), resolvers: Sequence[str] = ()) -> Observed:
+    def start(self, task: Task, service_name: str, networks: Sequence[Any] = (), resolvers: Sequence[str] = (),
+              ports: Sequence[Any] = ()) -> Observed:
         with self._cond:
             now = self._clock()
             existing = self._containers.get(task.ID)

@@ -35,7 +35,6 @@ class NodeNetwork:
         self.dataplane: DataPlane | None = None
         self._keys: tuple[bytes, ...] = ()
         self._runner: asyncio.Task[None] | None = None
-        self.endpoints: dict[str, ServiceEndpoint] = {}
 
     async def update(self, message: Mapping[str, Any]) -> None:
         """Apply one assignment message: keyring, this node's networks, the services' endpoints."""
@@ -43,11 +42,14 @@ class NodeNetwork:
         keys = tuple(base64.b64decode(k) for k in gossip_info.get("keys") or ())
         if not keys:
             return
-        self.endpoints = {sid: ServiceEndpoint.model_validate(e) for sid, e in (message.get("endpoints") or {}).items()}
         if self.dataplane is None:
             await self._start(keys, [m.rsplit(":", 1)[0] for m in message.get("managers") or []])
-        elif keys != self._keys:
-            self.dataplane.gossip.set_keyring(Keyring(keys))
+        else:
+            if keys != self._keys:
+                self.dataplane.gossip.set_keyring(Keyring(keys))
+            if not any(m.state == "alive" and m.node_id != self.node_id for m in self.dataplane.gossip.members()):
+                # Alone in gossip (the managers were unreachable at start, or we were cut off): try again.
+                await self._join([m.rsplit(":", 1)[0] for m in message.get("managers") or []])
         self._keys = keys
         assert self.dataplane is not None
         self.dataplane.set_networks(message.get("networks") or [])
@@ -61,10 +63,16 @@ class NodeNetwork:
         holder: dict[str, DataPlane] = {}
         resolver = ServiceResolver(lambda network_id, name: holder["dp"].names.lookup(network_id, name))
         self.dataplane = holder["dp"] = DataPlane(self.node_id, overlay, gossip, mesh, resolver)
+        # Join first: the tables then hold everybody's endpoints, so the mesh a restarted agent finds in the
+        # kernel is reconciled against the whole picture rather than emptied for a moment.
+        await self._join(managers)
         self._runner = asyncio.create_task(self.dataplane.run(), name="dataplane")
+
+    async def _join(self, managers: list[str]) -> None:
+        assert self.dataplane is not None
         peers = [m for m in managers if m != self.underlay_ip]
         if peers:
-            joined = await gossip.join(peers)
+            joined = await self.dataplane.gossip.join(peers)
             log.info("node %s: gossip joined through %d of %d managers", self.node_id, joined, len(peers))
 
     def _member_changed(self, member: Member) -> None:
@@ -84,9 +92,13 @@ class NodeNetwork:
         return ([NetworkPlan(name, ip, tuple(aliases)) for name, ip, aliases in plan],
                 self.dataplane.resolver_addresses(task))
 
-    def publish(self, task: Task, service_name: str) -> None:
+    def tasks_known(self) -> None:
         if self.dataplane is not None:
-            self.dataplane.publish(task, service_name, self.endpoints.get(task.ServiceID))
+            self.dataplane.tasks_known()
+
+    def publish(self, task: Task, service_name: str, endpoint: ServiceEndpoint | None) -> None:
+        if self.dataplane is not None:
+            self.dataplane.publish(task, service_name, endpoint)
 
     async def withdraw(self, task_id: str) -> None:
         """Out of the mesh and DNS everywhere before the container stops."""

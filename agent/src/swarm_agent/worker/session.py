@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 
 from .. import pki
-from ..api.models import Task, TaskState, TaskStatus
+from ..api.models import ServiceEndpoint, Task, TaskState, TaskStatus
+from .container_config import host_ports
 from .executor import Executor, Observed
 from .node_network import NodeNetwork
 
@@ -55,6 +56,7 @@ class WorkerSession:
         self._down: set[str] = set()
         self.assigned: dict[str, Task] = {}
         self.service_names: dict[str, str] = {}
+        self.endpoints: dict[str, ServiceEndpoint] = {}
         self.connected_to: str | None = None
         self._sent: dict[str, TaskState] = {}
         self._outbox: dict[str, TaskStatus] = {}
@@ -158,6 +160,9 @@ class WorkerSession:
                 message = json.loads(line)
                 self.assigned = {t["ID"]: Task.model_validate(t) for t in message["tasks"]}
                 self.service_names = message.get("services") or {}
+                self.endpoints = {
+                    sid: ServiceEndpoint.model_validate(e) for sid, e in (message.get("endpoints") or {}).items()
+                }
                 if self.network is not None:
                     await self.network.update(message)
                 self._learn_managers(message.get("managers") or [])
@@ -248,7 +253,8 @@ class WorkerSession:
             seen = observed.get(task.ID)
             if self.network is not None:
                 if task.DesiredState == TaskState.RUNNING and seen is not None and seen.state == TaskState.RUNNING:
-                    self.network.publish(task, self.service_names.get(task.ServiceID) or task.Name.rsplit(".", 1)[0])
+                    self.network.publish(task, self.service_names.get(task.ServiceID) or task.Name.rsplit(".", 1)[0],
+                                         self.endpoints.get(task.ServiceID))
                 else:
                     await self.network.withdraw(task.ID)
             if task.DesiredState == TaskState.RUNNING:
@@ -277,7 +283,8 @@ class WorkerSession:
                         return
                     networks, resolvers = ready
                 log.info("node %s: starting task %s (%s)", self.node_id, task.ID, task.Name)
-                self._report(task, await asyncio.to_thread(self.executor.start, task, name, networks, resolvers))
+                ports = host_ports(self.endpoints.get(task.ServiceID))
+                self._report(task, await asyncio.to_thread(self.executor.start, task, name, networks, resolvers, ports))
 
         async def stop(task: Task) -> None:
             async with gate:
@@ -285,6 +292,8 @@ class WorkerSession:
                 self._report(task, await asyncio.to_thread(self.executor.stop, task))
 
         await asyncio.gather(*(start(t) for t in to_start), *(stop(t) for t in to_stop))
+        if self.network is not None:
+            self.network.tasks_known()
         for task_id in observed.keys() - self.assigned.keys():
             if self.network is not None:
                 await self.network.withdraw(task_id)
