@@ -47,9 +47,10 @@ def test_a_task_that_fits_nowhere_says_why(single):
     image, node = single
     node.docker("service", "create", "-d", "--name", "ssd", "--constraint", "node.labels.storage==ssd",
                 image, "sleep", "3600")
-    reason = wait_for("the pending reason", lambda: node.docker(
+    reason = wait_for("the pending reason", lambda: (out := node.docker(
         "service", "ps", "--no-trunc", "--format", "{{.CurrentState}} {{.Error}}", "ssd").stdout.strip())
-    assert reason.startswith("Pending") and "no suitable node (scheduling constraints not satisfied on 1 node)" in reason
+        .startswith("Pending") and out)
+    assert "no suitable node (scheduling constraints not satisfied on 1 node)" in reason
     node.docker("node", "update", "--label-add", "storage=ssd", "m1")
     wait_for("placed once a node has the label", lambda: "Running" in node.docker(
         "service", "ps", "--format", "{{.CurrentState}}", "ssd").stdout)
