@@ -4,7 +4,15 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..api.models import Service, ServiceEndpoint, ServiceSpec, ServiceTaskCounts, TaskState, now
+from ..api.models import (
+    Service,
+    ServiceEndpoint,
+    ServiceSpec,
+    ServiceTaskCounts,
+    ServiceUpdateStatus,
+    TaskState,
+    now,
+)
 from ..manager.ports import PortInUse, allocate
 from ..pki import new_node_id
 from ..store.state import Conflict as StoreConflict
@@ -143,8 +151,15 @@ async def update_service(request: web.Request) -> web.Response:
     if spec != current.Spec:
         updated.PreviousSpec = current.Spec
     updated.Spec = spec
+    stamp = now()
+    # As in Swarm: an update starts afresh (a paused one resumes), a rollback is under way at once.
+    updated.UpdateStatus = (
+        ServiceUpdateStatus(State="rollback_started", StartedAt=stamp, Message="manually requested rollback")
+        if rollback
+        else None
+    )
     updated.Endpoint = await endpoint_for(mgr, spec, current.ID, current.Endpoint)
-    updated.UpdatedAt = now()
+    updated.UpdatedAt = stamp
     try:
         await mgr.store.update(updated, previous=current)
     except (NameConflict, PortConflict) as exc:

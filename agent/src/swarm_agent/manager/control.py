@@ -11,10 +11,14 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from ..api.models import Node, NodeStatus, Task, TaskState, TaskStatus, now
+from ..api.errors import ApiError
+from ..api.models import Node, NodeStatus, Service, ServiceUpdateStatus, Task, TaskState, TaskStatus, now
+from ..api.services import endpoint_for
 from ..pki import new_node_id
+from ..store.state import Conflict
 from .orchestrator import reconcile
 from .scheduler import schedule
+from .timestamps import parse_timestamp
 
 if TYPE_CHECKING:
     from .manager import Manager
@@ -30,6 +34,9 @@ IDLE_TICK = 1.0
 class ControlLoop:
     def __init__(self, manager: "Manager") -> None:
         self.mgr = manager
+        # When each task was first seen running: a task that fails afterwards no longer says so, and
+        # the updater's monitor needs it. Lost with leadership, as SwarmKit's updater loses it.
+        self.running_since: dict[str, float] = {}
 
     async def run(self) -> None:
         cache = self.mgr.cache
@@ -72,9 +79,18 @@ class ControlLoop:
         if changed:
             await self.mgr.store.apply(updates=changed)
 
+    def note_running(self) -> None:
+        tasks = self.mgr.cache.state.tasks
+        for task in tasks.values():
+            if task.Status.State == TaskState.RUNNING and task.ID not in self.running_since:
+                self.running_since[task.ID] = parse_timestamp(task.Status.Timestamp)
+        for task_id in [t for t in self.running_since if t not in tasks]:
+            del self.running_since[task_id]
+
     async def orchestrate(self) -> None:
         state = self.mgr.cache.state
         limit = state.cluster.Spec.Orchestration.TaskHistoryRetentionLimit if state.cluster else 5
+        self.note_running()
         plan = reconcile(
             list(state.services.values()),
             list(state.tasks.values()),
@@ -82,9 +98,12 @@ class ControlLoop:
             history_limit=limit,
             now=time.time(),
             new_id=new_node_id,
+            running_since=self.running_since,
         )
         if plan.empty():
             return
+        for service in plan.services:
+            await self.write_service(service)
         deletes = [state.tasks[i] for i in plan.delete if i in state.tasks]
         refused = await self.mgr.store.apply(creates=plan.create, updates=plan.update, deletes=deletes)
         log.info(
@@ -94,6 +113,25 @@ class ControlLoop:
             len(deletes),
             f" ({refused} stale, retried next tick)" if refused else "",
         )
+
+    async def write_service(self, service: Service) -> None:
+        """Store the orchestrator's change to a service (its update status, a rollback), if nobody wrote it since."""
+        current = self.mgr.cache.state.services.get(service.ID)
+        if current is None or current.Version.Index != service.Version.Index:
+            return
+        if service.Spec != current.Spec:
+            try:
+                service.Endpoint = await endpoint_for(self.mgr, service.Spec, service.ID, current.Endpoint)
+            except ApiError as exc:
+                service.Spec, service.PreviousSpec = current.Spec, current.PreviousSpec
+                service.UpdateStatus = ServiceUpdateStatus(
+                    State="paused", StartedAt=service.UpdateStatus.StartedAt if service.UpdateStatus else None,
+                    Message=f"update paused: the previous spec cannot be restored: {exc}",
+                )
+        try:
+            await self.mgr.store.update(service, previous=current)
+        except Conflict as exc:
+            log.info("service %s changed meanwhile, its update status is decided again: %s", service.ID, exc)
 
     async def place(self) -> None:
         state = self.mgr.cache.state

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..api.models import Node, Service, Task, TaskState, TaskStatus
+from ..api.models import Node, Service, ServiceUpdateStatus, Task, TaskState, TaskStatus
 from .constraints import parse_constraints
 from .restart import (
     ENDED_ON_ITS_OWN,
@@ -30,8 +30,8 @@ from .restart import (
     start_blocked,
     still_stopping,
 )
-from .timestamps import format_timestamp
-from .updater import plan_update
+from .timestamps import format_timestamp, parse_timestamp
+from .updater import ACTIVE, PAUSED, next_status, plan_update
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +41,27 @@ class Plan:
     create: list[Task] = field(default_factory=list)  # brand new tasks
     update: list[Task] = field(default_factory=list)  # modified copies of existing tasks
     delete: list[str] = field(default_factory=list)  # task IDs to delete from the store
+    services: list[Service] = field(default_factory=list)  # modified copies: update status, rollback
 
     def empty(self) -> bool:
-        return not (self.create or self.update or self.delete)
+        return not (self.create or self.update or self.delete or self.services)
 
 
 class _Work:
     """The plan being built, and the state as it will be once the plan is applied."""
 
-    def __init__(self, nodes: Sequence[Node], now: float, new_id: Callable[[], str]) -> None:
+    def __init__(
+        self, nodes: Sequence[Node], now: float, new_id: Callable[[], str], running_since: Mapping[str, float]
+    ) -> None:
         self.nodes = {node.ID: node for node in nodes}
         self.now = now
+        self.running_since = running_since
         self.stamp = format_timestamp(now)
         self._new_id = new_id
         self.created: list[Task] = []
         self.updated: dict[str, Task] = {}
         self.deleted: dict[str, None] = {}  # ordered set
+        self.services: list[Service] = []
 
     def set_desired(self, history: list[Task], task: Task, state: TaskState, why: str) -> Task:
         changed = self.updated.get(task.ID) or task.model_copy(deep=True)
@@ -108,6 +113,7 @@ class _Work:
             create=self.created,
             update=[task for task_id, task in self.updated.items() if task_id not in self.deleted],
             delete=list(self.deleted),
+            services=self.services,
         )
 
 
@@ -119,13 +125,16 @@ def reconcile(
     history_limit: int,
     now: float,
     new_id: Callable[[], str],
+    running_since: Mapping[str, float] | None = None,
 ) -> Plan:
     """What to create, change and delete so that tasks converge on the services.
 
     ``now`` is a UNIX time; ``new_id`` makes task IDs (the only source of
-    variation, so tests can make it deterministic).
+    variation, so tests can make it deterministic); ``running_since`` says
+    when tasks were first seen running, for those that no longer run (a
+    running task's status timestamp says it already).
     """
-    work = _Work(nodes, now, new_id)
+    work = _Work(nodes, now, new_id, running_since or {})
     by_service: dict[str, list[Task]] = defaultdict(list)
     for task in tasks:
         by_service[task.ServiceID].append(task)
@@ -330,25 +339,52 @@ def _takes_new_tasks(node: Node | None) -> bool:
 
 
 def _roll_update(service: Service, slots: dict[Hashable, list[Task]], work: _Work) -> None:
-    config = service.Spec.UpdateConfig
+    status = service.UpdateStatus
+    state = status.State if status else None
+    rolling_back = state in ("rollback_started", "rollback_paused")
+    config = service.Spec.RollbackConfig if rolling_back else service.Spec.UpdateConfig
     updatable = slots
     if service.Spec.Mode.is_global:
         # A global task is updated on its own node, which must take a new task: one on a node that is
         # down or paused keeps running its old spec until the node is back, rather than leave a
         # replacement pending there that would stall the whole update.
         updatable = {key: history for key, history in slots.items() if _takes_new_tasks(work.nodes.get(str(key)))}
-    step = plan_update(updatable, service.Spec.TaskTemplate, config, work.now)
+    active = state in ACTIVE or state in PAUSED
+    started = parse_timestamp(status.StartedAt) if active and status and status.StartedAt else work.now
+    step = plan_update(
+        updatable, service.Spec.TaskTemplate, config, work.now,
+        started=started, paused=state in PAUSED, running_since=work.running_since,
+    )
     if step.waiting:
         log.debug("service %s update waits: %s", service.ID, step.waiting)
     for task in step.retire:
         history = slots[_slot_key(task, service.Spec.Mode.is_global)]
         work.set_desired(history, task, TaskState.SHUTDOWN, "its start-first replacement runs")
+    change = next_status(status, step, config, work.stamp)
+    if change is not None:
+        _write_status(service, change.status, change.rollback, work)
+        if change.status.State in PAUSED or change.rollback:
+            return  # no further batch of a spec that fails
     for key in step.replace:
         history = slots[key]
         if config.Order == "stop-first":
             for task in [t for t in history if is_live(t)]:
                 work.set_desired(history, task, TaskState.SHUTDOWN, f"service {service.Spec.Name} is updating")
-        work.create(service, key, history, wait_allowed=True, why="rolling update")
+        work.create(service, key, history, wait_allowed=True, why="rollback" if rolling_back else "rolling update")
+
+
+def _write_status(service: Service, status: ServiceUpdateStatus, rollback: bool, work: _Work) -> None:
+    """Queue the service with its new update status; a rollback also puts its previous spec back."""
+    changed = service.model_copy(deep=True)
+    changed.UpdateStatus = status
+    changed.UpdatedAt = work.stamp
+    if rollback:
+        if service.PreviousSpec is None:
+            status.State, status.Message = "paused", f"{status.Message}; no previous spec to roll back to"
+        else:
+            changed.Spec, changed.PreviousSpec = service.PreviousSpec.model_copy(deep=True), None
+    work.services.append(changed)
+    log.info("service %s (%s): update %s: %s", service.ID, service.Spec.Name, status.State, status.Message)
 
 
 def _trim_history(history: list[Task], limit: int, work: _Work) -> None:
