@@ -262,7 +262,7 @@ class Cluster:
             if not is_live(task):
                 self.set_state(task.ID, TaskState.SHUTDOWN)
                 changed = True
-            elif task.DesiredState == TaskState.RUNNING and task.Status.State != TaskState.RUNNING:
+            elif task.DesiredState in (TaskState.RUNNING, TaskState.COMPLETE) and task.Status.State != TaskState.RUNNING:
                 if task.Status.State.rank >= TaskState.ASSIGNED.rank:
                     self.set_state(task.ID, TaskState.RUNNING)
                     changed = True

@@ -17,6 +17,7 @@ from ..api.services import endpoint_for
 from ..pki import new_node_id
 from ..store.state import Conflict
 from .orchestrator import reconcile
+from .restart import is_live
 from .scheduler import schedule
 from .timestamps import parse_timestamp
 
@@ -138,7 +139,7 @@ class ControlLoop:
         pending = [
             t
             for t in state.tasks.values()
-            if t.Status.State in (TaskState.NEW, TaskState.PENDING) and t.DesiredState.rank <= TaskState.RUNNING.rank
+            if t.Status.State in (TaskState.NEW, TaskState.PENDING) and is_live(t)
         ]
         if not pending:
             return

@@ -230,7 +230,7 @@ class WorkerSession:
         to_stop: list[Task] = []
         for task in self.assigned.values():
             seen = observed.get(task.ID)
-            if task.DesiredState == TaskState.RUNNING:
+            if task.DesiredState in (TaskState.RUNNING, TaskState.COMPLETE):  # complete: a job's task
                 if seen is None and not task.Status.State.terminal:
                     to_start.append(task)
                 elif seen is not None:
