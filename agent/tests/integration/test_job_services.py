@@ -1,10 +1,9 @@
 """Job services with the real docker CLI: replicated-job and global-job run to completion."""
 
-import json
 
 import pytest
 
-from harness.cluster import SwarmNode, wait_for
+from harness.cluster import SwarmNode, service_tasks, start_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -12,22 +11,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def pair(lab, busybox):
     image, archive = busybox
-    hosts = lab.add_hosts("m1", "w1")
-    for host in hosts:
-        host.load_image(archive)
-    manager, worker = (SwarmNode(h) for h in hosts)
-    manager.start()
-    worker.start()
-    manager.init()
-    worker.join(manager)
-    wait_for("both nodes Ready",
-             lambda: manager.docker("node", "ls", "--format", "{{.Status}}").stdout.split().count("Ready") == 2)
+    manager, _ = start_cluster(lab.add_hosts("m1", "w1"), archive, image=image)
     return image, manager
-
-
-def tasks_of(node: SwarmNode, service: str) -> list[dict]:
-    ids = node.docker("service", "ps", "-q", "--no-trunc", service).stdout.split()
-    return json.loads(node.docker("inspect", "--type", "task", *ids).stdout) if ids else []
 
 
 def replicas(node: SwarmNode, service: str) -> str:
@@ -41,7 +26,7 @@ def test_replicated_job_runs_to_completion(pair):
            "--max-concurrent", "2", image, "sh", "-c", "sleep 2")
     wait_for("two of four running at first", lambda: replicas(manager, "batch") == "2/2 (0/4 completed)")
     wait_for("all four completed", lambda: replicas(manager, "batch") == "0/0 (4/4 completed)", timeout=90)
-    tasks = tasks_of(manager, "batch")
+    tasks = service_tasks(manager, "batch")
     assert len(tasks) == 4 and {t["Status"]["State"] for t in tasks} == {"complete"}
     assert {t["DesiredState"] for t in tasks} == {"complete"} and {t["JobIteration"]["Index"] for t in tasks} == {0}
     rows = docker("service", "ps", "--format", "{{.DesiredState}} {{.CurrentState}}", "batch").stdout.splitlines()
@@ -50,11 +35,11 @@ def test_replicated_job_runs_to_completion(pair):
     assert status["JobIteration"].get("Index", 0) == 0 and status["LastExecution"]  # the CLI omits a zero
     # Nothing restarts a completed job.
     docker("service", "ls")
-    assert len(tasks_of(manager, "batch")) == 4
+    assert len(service_tasks(manager, "batch")) == 4
     # An update runs it again, as a new iteration.
     docker("service", "update", "--detach", "--env-add", "RUN=2", "batch")
     wait_for("the second iteration completed", lambda: replicas(manager, "batch") == "0/0 (4/4 completed)"
-             and len(tasks_of(manager, "batch")) == 8, timeout=90)
+             and len(service_tasks(manager, "batch")) == 8, timeout=90)
     assert manager.json("service", "inspect", "batch")[0]["JobStatus"]["JobIteration"]["Index"] == 1
 
 
@@ -63,7 +48,7 @@ def test_failed_job_tasks_follow_the_restart_policy(pair):
     manager.docker("service", "create", "--detach", "--name", "flaky", "--mode", "replicated-job",
                    "--restart-max-attempts", "1", "--restart-delay", "100ms", image, "sh", "-c", "exit 3")
     wait_for("the first run and one restart failed",
-             lambda: [t["Status"]["State"] for t in tasks_of(manager, "flaky")] == ["failed", "failed"], timeout=60)
+             lambda: [t["Status"]["State"] for t in service_tasks(manager, "flaky")] == ["failed", "failed"], timeout=60)
     errors = manager.docker("service", "ps", "--format", "{{.Error}}", "flaky").stdout
     assert "task: non-zero exit (3)" in errors
     assert replicas(manager, "flaky") == "0/1 (0/1 completed)"
@@ -74,7 +59,7 @@ def test_global_job_runs_once_on_every_node(pair):
     manager.docker("service", "create", "--name", "everywhere", "--mode", "global-job", image, "true",
                    timeout=120)
     wait_for("one completed task per node", lambda: sorted(
-        (t["NodeID"], t["Status"]["State"]) for t in tasks_of(manager, "everywhere")) and all(
-        t["Status"]["State"] == "complete" for t in tasks_of(manager, "everywhere"))
-        and len(tasks_of(manager, "everywhere")) == 2)
+        (t["NodeID"], t["Status"]["State"]) for t in service_tasks(manager, "everywhere")) and all(
+        t["Status"]["State"] == "complete" for t in service_tasks(manager, "everywhere"))
+        and len(service_tasks(manager, "everywhere")) == 2)
     assert replicas(manager, "everywhere") == "0/0 (2/2 completed)"

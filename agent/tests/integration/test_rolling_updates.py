@@ -4,12 +4,10 @@ Two lab hosts (a manager and a worker), each with its own Docker engine and a re
 The second image is the test image under another tag, so an update changes the image.
 """
 
-import json
-from datetime import datetime
 
 import pytest
 
-from harness.cluster import SwarmNode, wait_for
+from harness.cluster import SwarmNode, go_time, service_tasks, start_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -20,34 +18,13 @@ NEW_IMAGE = "local/busybox:2"
 @pytest.fixture
 def pair(lab, busybox):
     image, archive = busybox
-    hosts = lab.add_hosts("m1", "w1")
-    for host in hosts:
-        host.load_image(archive)
-        host.docker("tag", image, NEW_IMAGE)
-    manager, worker = (SwarmNode(h) for h in hosts)
-    manager.start()
-    worker.start()
-    manager.init()
-    worker.join(manager)
-    wait_for("both nodes Ready",
-             lambda: manager.docker("node", "ls", "--format", "{{.Status}}").stdout.split().count("Ready") == 2)
+    manager, _ = start_cluster(lab.add_hosts("m1", "w1"), archive, image=image, tags=(NEW_IMAGE,))
     return image, manager
-
-
-def tasks_of(node: SwarmNode, service: str) -> list[dict]:
-    ids = node.docker("service", "ps", "-q", "--no-trunc", service).stdout.split()
-    return json.loads(node.docker("inspect", "--type", "task", *ids).stdout) if ids else []
 
 
 def update_state(node: SwarmNode, service: str) -> str:
     return node.docker("service", "inspect", "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
                        service).stdout.strip()
-
-
-def when(stamp: str) -> float:
-    # Go writes nanoseconds; Python reads microseconds.
-    head, _, rest = stamp.rstrip("Z").partition(".")
-    return datetime.fromisoformat(f"{head}.{(rest + '000000')[:6]}+00:00").timestamp()
 
 
 def test_rolling_update_replaces_one_task_at_a_time(pair):
@@ -66,10 +43,10 @@ def test_rolling_update_replaces_one_task_at_a_time(pair):
     assert len(new) == 4 and all(" Running Running " in line for line in new), history
     # One at a time: each new task was created only once the one before it had run for the delay,
     # and its slot's old task was told to stop in the same step, not before.
-    fresh = sorted((t for t in tasks_of(manager, "web") if t["Spec"]["ContainerSpec"]["Image"] == NEW_IMAGE),
-                   key=lambda t: when(t["CreatedAt"]))
+    fresh = sorted((t for t in service_tasks(manager, "web") if t["Spec"]["ContainerSpec"]["Image"] == NEW_IMAGE),
+                   key=lambda t: go_time(t["CreatedAt"]))
     for earlier, later in zip(fresh, fresh[1:]):
-        assert when(later["CreatedAt"]) >= when(earlier["Status"]["Timestamp"]) + 2, (earlier, later)
+        assert go_time(later["CreatedAt"]) >= go_time(earlier["Status"]["Timestamp"]) + 2, (earlier, later)
     pretty = docker("service", "inspect", "--pretty", "web").stdout
     assert "UpdateStatus:" in pretty and "State:\t\tcompleted" in pretty and "update completed" in pretty, pretty
 
@@ -102,9 +79,9 @@ def test_failing_health_check_rolls_back_by_itself(pair):
     message = manager.docker("service", "inspect", "--format", "{{.UpdateStatus.Message}}", "web").stdout
     assert "rollback completed" in message
     wait_for("three healthy tasks of the old spec running", lambda: sorted(
-        health_test(t["Spec"])[1] for t in tasks_of(manager, "web")
+        health_test(t["Spec"])[1] for t in service_tasks(manager, "web")
         if t["DesiredState"] == "running" and t["Status"]["State"] == "running") == ["true"] * 3)
-    failed = [t for t in tasks_of(manager, "web") if t["Status"]["State"] == "failed"]
+    failed = [t for t in service_tasks(manager, "web") if t["Status"]["State"] == "failed"]
     assert failed and all(t["Status"]["Err"] == "dockerexec: unhealthy container" for t in failed), failed
 
 
@@ -114,7 +91,7 @@ def test_failing_health_check_pauses_and_says_which_task_and_why(pair):
     unhealthy_update(manager, "pause")
     wait_for("the update to pause", lambda: update_state(manager, "web") == "paused", timeout=120)
     pretty = manager.docker("service", "inspect", "--pretty", "web").stdout
-    failed = [t for t in tasks_of(manager, "web") if t["Status"]["State"] == "failed"]
+    failed = [t for t in service_tasks(manager, "web") if t["Status"]["State"] == "failed"]
     named = [t["ID"] for t in failed if t["ID"] in pretty]
     assert len(named) == 1, pretty
     assert "State:\t\tpaused" in pretty, pretty
@@ -134,16 +111,16 @@ def test_manual_rollback_and_force_update(pair):
     docker("service", "create", "--name", "web", "--replicas", "2", "--update-monitor", "1s",
            "--rollback-monitor", "1s", image, *WEB)
     docker("service", "update", "--image", NEW_IMAGE, "web", timeout=120)
-    before = {t["ID"] for t in tasks_of(manager, "web") if t["DesiredState"] == "running"}
+    before = {t["ID"] for t in service_tasks(manager, "web") if t["DesiredState"] == "running"}
     docker("service", "update", "--detach", "--force", "web")
     wait_for("--force to re-create every task", lambda: update_state(manager, "web") == "completed" and not before
-             & {t["ID"] for t in tasks_of(manager, "web") if t["DesiredState"] == "running"}, timeout=120)
+             & {t["ID"] for t in service_tasks(manager, "web") if t["DesiredState"] == "running"}, timeout=120)
     spec = manager.json("service", "inspect", "web")[0]["Spec"]
     assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == NEW_IMAGE and spec["TaskTemplate"]["ForceUpdate"] == 1
     docker("service", "rollback", "--detach", "web")
     assert update_state(manager, "web") in ("rollback_started", "rollback_completed")
     wait_for("the rollback to complete", lambda: update_state(manager, "web") == "rollback_completed", timeout=120)
-    running = [t for t in tasks_of(manager, "web") if t["DesiredState"] == "running"]
+    running = [t for t in service_tasks(manager, "web") if t["DesiredState"] == "running"]
     assert len(running) == 2 and {t["Spec"]["ForceUpdate"] for t in running} == {0}
 
 
@@ -156,12 +133,12 @@ def test_slow_starter_is_not_killed_and_unhealthy_task_is_replaced(pair):
            image, "sh", "-c", "sleep 6; touch /tmp/ready; exec httpd -f -p 80 -h /")
     wait_for("the slow starter shown as starting",
              lambda: "Starting" in docker("service", "ps", "--format", "{{.CurrentState}}", "slow").stdout)
-    wait_for("the slow starter running", lambda: [t["Status"]["State"] for t in tasks_of(manager, "slow")]
+    wait_for("the slow starter running", lambda: [t["Status"]["State"] for t in service_tasks(manager, "slow")]
              == ["running"], timeout=60)
-    assert len(tasks_of(manager, "slow")) == 1  # never failed, never replaced
+    assert len(service_tasks(manager, "slow")) == 1  # never failed, never replaced
     # Out of its start period, a failing check fails the task and the restart policy replaces it.
     docker("service", "create", "--detach", "--name", "sick", "--health-cmd", "false", "--health-interval", "1s",
            "--health-retries", "1", "--restart-delay", "1s", image, *WEB)
-    wait_for("the unhealthy task failed and replaced", lambda: len(tasks_of(manager, "sick")) >= 2, timeout=60)
+    wait_for("the unhealthy task failed and replaced", lambda: len(service_tasks(manager, "sick")) >= 2, timeout=60)
     rows = docker("service", "ps", "--no-trunc", "--format", "{{.CurrentState}}|{{.Error}}", "sick").stdout
     assert "Failed" in rows and "dockerexec: unhealthy container" in rows, rows
