@@ -86,9 +86,9 @@ def test_restart_window_and_delay(single):
                    key=lambda t: go_time(t["CreatedAt"]))
     for before, after in zip(ended, ended[1:]):
         # The engine's own times: the next container started only once the delay had passed.
-        finished = node.host.docker("inspect", "--format", "{{.State.FinishedAt}}", container_of(before)).stdout
-        started = node.host.docker("inspect", "--format", "{{.State.StartedAt}}", container_of(after)).stdout
-        assert go_time(started.strip()) >= go_time(finished.strip()) + 3, (before, after)
+        finished = node.host.docker("inspect", "--format", "{{.State.FinishedAt}}", container_of(before)).stdout.decode()
+        started = node.host.docker("inspect", "--format", "{{.State.StartedAt}}", container_of(after)).stdout.decode()
+        assert go_time(started) >= go_time(finished) + 3, (before, after)
 
 
 def container_of(task: dict) -> str:
