@@ -15,7 +15,7 @@ from ..api.errors import ApiError
 from ..api.models import Node, NodeStatus, Service, ServiceUpdateStatus, Task, TaskState, TaskStatus, now
 from ..api.services import endpoint_for
 from ..pki import new_node_id
-from ..store.state import Conflict
+from ..store.state import Conflict, NameConflict, PortConflict
 from .orchestrator import reconcile
 from .restart import is_live
 from .scheduler import schedule
@@ -116,19 +116,30 @@ class ControlLoop:
         )
 
     async def write_service(self, service: Service) -> None:
-        """Store the orchestrator's change to a service (its update status, a rollback), if nobody wrote it since."""
+        """Store the orchestrator's change to a service (its update status, a rollback), if nobody wrote it since.
+
+        A rollback whose previous spec cannot be stored again (its published port or name was taken
+        meanwhile) pauses the update instead, saying why, rather than be retried on every tick.
+        """
         current = self.mgr.cache.state.services.get(service.ID)
         if current is None or current.Version.Index != service.Version.Index:
             return
-        if service.Spec != current.Spec:
-            try:
+        try:
+            if service.Spec != current.Spec:
                 service.Endpoint = await endpoint_for(self.mgr, service.Spec, service.ID, current.Endpoint)
-            except ApiError as exc:
-                service.Spec, service.PreviousSpec = current.Spec, current.PreviousSpec
-                service.UpdateStatus = ServiceUpdateStatus(
-                    State="paused", StartedAt=service.UpdateStatus.StartedAt if service.UpdateStatus else None,
-                    Message=f"update paused: the previous spec cannot be restored: {exc}",
-                )
+            await self.mgr.store.update(service, previous=current)
+        except (ApiError, NameConflict, PortConflict) as exc:
+            log.warning("service %s: its previous spec cannot be restored: %s", service.ID, exc)
+            paused = current.model_copy(deep=True)
+            paused.UpdateStatus = ServiceUpdateStatus(
+                State="paused", StartedAt=service.UpdateStatus.StartedAt if service.UpdateStatus else None,
+                Message=f"update paused: the previous spec cannot be restored: {exc}",
+            )
+            await self._store_quietly(paused, current)
+        except Conflict as exc:
+            log.info("service %s changed meanwhile, its update status is decided again: %s", service.ID, exc)
+
+    async def _store_quietly(self, service: Service, current: Service) -> None:
         try:
             await self.mgr.store.update(service, previous=current)
         except Conflict as exc:
