@@ -5,10 +5,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..api.models import (
-    ServiceJobStatus,
     ObjectVersion,
     Service,
     ServiceEndpoint,
+    ServiceJobStatus,
     ServiceSpec,
     ServiceTaskCounts,
     ServiceUpdateStatus,
