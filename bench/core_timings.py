@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent" / "tests"))
 
-from harness.cluster import SwarmNode, wait_for  # noqa: E402
+from harness.cluster import SwarmNode, start_cluster, wait_for  # noqa: E402
 from harness.hosts import Lab  # noqa: E402
 from harness.image import busybox_image  # noqa: E402
 
@@ -42,16 +42,7 @@ def one_run(replicas: int) -> tuple[float, float]:
     try:
         image, archive = busybox_image(Path("/var/tmp/swarm-test-cache"))
         hosts = lab.add_hosts("m1", "w1", "w2", "w3")
-        nodes = [SwarmNode(h) for h in hosts]
-        for host, node in zip(hosts, nodes):
-            host.load_image(archive)
-            node.start()
-        manager, workers = nodes[0], nodes[1:]
-        manager.init()
-        manager.docker("node", "update", "--availability", "drain", "m1")
-        for worker in workers:
-            worker.join(manager)
-        wait_for("workers ready", lambda: manager.docker("node", "ls").stdout.count("Ready") == 4)
+        manager, *workers = start_cluster(hosts, archive, drain_manager=True)
 
         start = time.monotonic()
         manager.docker("service", "create", "--detach", "--name", "bench", "--replicas", str(replicas), image, *WEB)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -160,3 +161,39 @@ def spread(manager: SwarmNode, service: str) -> dict[str, int]:
 def agent_log(node: SwarmNode) -> str:
     return node.host.logs("swarmd")
 
+
+
+def go_time(stamp: str) -> float:
+    """Seconds since the epoch of a Go timestamp (nanoseconds, Z); Python reads microseconds."""
+    head, _, rest = stamp.strip().rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{(rest + '000000')[:6]}+00:00").timestamp()
+
+
+def service_tasks(manager: SwarmNode, service: str) -> list[dict[str, Any]]:
+    """Every task of ``service``, history included, as ``docker inspect --type task`` shows them."""
+    ids = manager.docker("service", "ps", "-q", "--no-trunc", service).stdout.split()
+    return manager.json("inspect", "--type", "task", *ids) if ids else []
+
+
+def start_cluster(hosts: list[Host], archive: Path, *, tags: tuple[str, ...] = (), image: str = "",
+                  drain_manager: bool = False) -> list[SwarmNode]:
+    """A swarm on ``hosts``: the first inits it as manager, the others join as workers, all Ready.
+
+    Every host loads the image ``archive``, and tags ``image`` as each of ``tags`` (a second image
+    for updates, without a registry).
+    """
+    nodes = [SwarmNode(h) for h in hosts]
+    for host, node in zip(hosts, nodes):
+        host.load_image(archive)
+        for tag in tags:
+            host.docker("tag", image, tag)
+        node.start()
+    manager = nodes[0]
+    manager.init()
+    if drain_manager:
+        manager.docker("node", "update", "--availability", "drain", manager.name)
+    for worker in nodes[1:]:
+        worker.join(manager)
+    wait_for(f"{len(nodes)} nodes Ready",
+             lambda: manager.docker("node", "ls", "--format", "{{.Status}}").stdout.split().count("Ready") == len(nodes))
+    return nodes

@@ -1,10 +1,8 @@
 """Task life on one node: restart policies, a task that fits nowhere, and a manager leaving."""
 
-import json
-
 import pytest
 
-from harness.cluster import SwarmNode, wait_for
+from harness.cluster import SwarmNode, go_time, service_tasks, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -21,8 +19,7 @@ def single(lab, busybox):
 
 
 def task_states(node: SwarmNode, service: str) -> list[str]:
-    ids = node.docker("service", "ps", "-q", "--no-trunc", service).stdout.split()
-    return sorted(t["Status"]["State"] for t in json.loads(node.docker("inspect", "--type", "task", *ids).stdout))
+    return sorted(t["Status"]["State"] for t in service_tasks(node, service))
 
 
 def test_restart_policies(single):
@@ -69,3 +66,31 @@ def test_manager_leave_needs_force(single):
     # The node can start a new swarm afterwards.
     node.docker("swarm", "init", "--advertise-addr", node.host.ip)
     assert "Leader" in node.docker("node", "ls").stdout
+
+
+
+def test_restart_window_and_delay(single):
+    image, node = single
+    # Max attempts count only within the window: runs longer than the window keep being restarted,
+    # where fast failures would have been given up after one restart.
+    node.docker("service", "create", "-d", "--name", "windowed", "--restart-condition", "on-failure",
+                "--restart-max-attempts", "1", "--restart-window", "2s", "--restart-delay", "100ms",
+                image, "sh", "-c", "sleep 3; exit 5")
+    # Condition any restarts even a task that completed, after the delay.
+    node.docker("service", "create", "-d", "--name", "again", "--restart-condition", "any",
+                "--restart-delay", "3s", image, "true")
+    wait_for("three failures of the windowed service", lambda: task_states(node, "windowed").count("failed") >= 3,
+             timeout=90)
+    wait_for("the completed task restarted twice", lambda: task_states(node, "again").count("complete") >= 3,
+             timeout=60)
+    ended = sorted((t for t in service_tasks(node, "again") if t["Status"]["State"] == "complete"),
+                   key=lambda t: go_time(t["CreatedAt"]))
+    for before, after in zip(ended, ended[1:]):
+        # The engine's own times: the next container started only once the delay had passed.
+        finished = node.host.docker("inspect", "--format", "{{.State.FinishedAt}}", container_of(before)).stdout.decode()
+        started = node.host.docker("inspect", "--format", "{{.State.StartedAt}}", container_of(after)).stdout.decode()
+        assert go_time(started) >= go_time(finished) + 3, (before, after)
+
+
+def container_of(task: dict) -> str:
+    return f"{task['Name']}.{task['ID']}"  # as the executor names it

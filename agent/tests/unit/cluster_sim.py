@@ -183,6 +183,7 @@ class Cluster:
         self.now = now
         self.new_id = Ids()
         self.decisions: list[Decision] = []
+        self.running_since: dict[str, float] = {}  # what the leader's loop remembers
 
     # ------------------------------------------------------------ leader
 
@@ -194,6 +195,7 @@ class Cluster:
             history_limit=self.history_limit,
             now=self.now,
             new_id=self.new_id,
+            running_since=self.running_since,
         )
 
     def apply(self, plan: Plan) -> None:
@@ -209,13 +211,19 @@ class Cluster:
             self.tasks[task.ID] = task
         for task_id in plan.delete:
             del self.tasks[task_id]
+        for service in plan.services:
+            self.services[service.ID] = service
 
     def orchestrate(self) -> Plan:
-        """One reconcile, applied; a second reconcile of the result must have nothing to do."""
+        """One reconcile, applied; a second reconcile of the result must have nothing to do.
+
+        Unless the plan changed a service (a rollback puts its previous spec back): that is new
+        input, as a user's change is, and the next tick acts on it.
+        """
         plan = self.reconcile()
         self.apply(plan)
         again = self.reconcile()
-        assert again.empty(), f"reconcile is not idempotent: {again}"
+        assert again.empty() or plan.services, f"reconcile is not idempotent: {again}"
         return plan
 
     def place(self) -> list[Decision]:
@@ -241,6 +249,8 @@ class Cluster:
         task = self.tasks[task_id].model_copy(deep=True)
         task.Status = TaskStatus(State=state, Timestamp=format_timestamp(self.now))
         self.tasks[task_id] = task
+        if state == TaskState.RUNNING:
+            self.running_since.setdefault(task_id, self.now)
 
     def run_workers(self) -> bool:
         """Ready nodes start what they are told to run and stop what they are told to stop."""
@@ -252,7 +262,7 @@ class Cluster:
             if not is_live(task):
                 self.set_state(task.ID, TaskState.SHUTDOWN)
                 changed = True
-            elif task.DesiredState == TaskState.RUNNING and task.Status.State != TaskState.RUNNING:
+            elif task.DesiredState in (TaskState.RUNNING, TaskState.COMPLETE) and task.Status.State != TaskState.RUNNING:
                 if task.Status.State.rank >= TaskState.ASSIGNED.rank:
                     self.set_state(task.ID, TaskState.RUNNING)
                     changed = True

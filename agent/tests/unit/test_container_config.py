@@ -312,3 +312,9 @@ def test_plugins_listed_like_swarm() -> None:
         {"Type": "Volume", "Name": "local"},
         {"Type": "Volume", "Name": "vieux/sshfs:latest"},
     ]
+
+
+def test_no_healthcheck_disables_the_images_own() -> None:
+    # `docker service create --no-healthcheck` sends Test ["NONE"]: the engine then ignores the image's HEALTHCHECK.
+    body = container_config(make_task({"HealthCheck": {"Test": ["NONE"]}}), "web", "n")
+    assert body["Healthcheck"]["Test"] == ["NONE"]

@@ -5,7 +5,7 @@ from cluster_sim import T0, Cluster, Ids, make_node, make_service, make_spec, ma
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarm_agent.api.models import RestartPolicySpec, Service, TaskState, UpdateConfigSpec
+from swarm_agent.api.models import RestartPolicySpec, Service, ServiceUpdateStatus, TaskState, UpdateConfigSpec
 from swarm_agent.manager.constraints import parse_constraints
 from swarm_agent.manager.orchestrator import Plan, reconcile
 from swarm_agent.manager.restart import is_live
@@ -316,6 +316,7 @@ def test_rolling_update_delay_between_batches() -> None:
     fresh_a = make_task("a2", service, slot=1, node="n1", at=T0 + 100, ended_at=T0 + 105, spec=new_spec)
     old_b = make_task("b", service, slot=2, node="n1", at=T0)
     service.Spec.TaskTemplate = new_spec
+    service.UpdateStatus = ServiceUpdateStatus(State="updating", StartedAt=format_timestamp(T0 + 100))
     tasks = [old_a, fresh_a, old_b]
     assert once([service], tasks, nodes, now=T0 + 134.9).empty()  # a2 runs since T0+105: wait 30 s
     plan = once([service], tasks, nodes, now=T0 + 135)
@@ -536,6 +537,7 @@ def test_cluster_recovers_from_random_events(node_specs, service_specs, changes)
                 service.Spec.Mode.Replicated.Replicas = event[2]
             elif kind == "update":
                 service.Spec.TaskTemplate.ForceUpdate += 1
+            service.UpdateStatus = None  # as the API does: a paused update resumes
             cluster.services[service.ID] = service
         cluster.converge(check=check_invariants)
         for service in cluster.services.values():

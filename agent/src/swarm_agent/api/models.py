@@ -378,6 +378,10 @@ class ServiceSpec(Wire):
         if self.Mode.is_job and self.TaskTemplate.RestartPolicy.Condition == "any":
             # Swarm refuses jobs that would restart after success.
             self.TaskTemplate.RestartPolicy.Condition = "on-failure"
+        job = self.Mode.ReplicatedJob
+        if job is not None and job.TotalCompletions is None:
+            # As documented for the API; the CLI prints it and cannot do without.
+            job.TotalCompletions = job.MaxConcurrent
         return self
 
 
@@ -401,6 +405,12 @@ class ServiceUpdateStatus(Wire):
     Message: str | None = None
 
 
+class ServiceJobStatus(Wire):
+    # Bumped by every update of a job service: its tasks run again, each carrying the iteration.
+    JobIteration: ObjectVersion = Field(default_factory=ObjectVersion)
+    LastExecution: str = Field(default_factory=now)
+
+
 class ServiceTaskCounts(Wire):
     RunningTasks: int = 0
     DesiredTasks: int = 0
@@ -413,6 +423,7 @@ class Service(Meta):
     Endpoint: ServiceEndpoint = Field(default_factory=ServiceEndpoint)
     UpdateStatus: ServiceUpdateStatus | None = None
     ServiceStatus: ServiceTaskCounts | None = None
+    JobStatus: ServiceJobStatus | None = None
 
 
 # -------------------------------------------------------------------- networks
@@ -525,6 +536,7 @@ class Task(Meta):
     NodeID: str | None = None
     Status: TaskStatus = Field(default_factory=TaskStatus)
     DesiredState: TaskState = TaskState.RUNNING
+    JobIteration: ObjectVersion | None = None
     NetworksAttachments: list[NetworkAttachment] | None = None
     GenericResources: list[dict[str, Any]] | None = None
 

@@ -7,16 +7,20 @@ from aiohttp import web
 from ..api.models import (
     EndpointVirtualIP,
     NetworkAttachmentConfig,
+    ObjectVersion,
     Service,
     ServiceEndpoint,
+    ServiceJobStatus,
     ServiceSpec,
     ServiceTaskCounts,
+    ServiceUpdateStatus,
     TaskState,
     now,
 )
 from ..manager.allocator import ingress_network
 from ..manager.ipam import AddressBook, IpamError, with_prefix
 from ..manager.ports import PortInUse, allocate
+from ..manager.restart import is_live
 from ..pki import new_node_id
 from ..store.state import AddressConflict, NameConflict, PortConflict
 from ..store.state import Conflict as StoreConflict
@@ -107,8 +111,6 @@ def _claim_failed(exc: StoreConflict, name: str) -> ApiError:
 
 def check_supported(spec: ServiceSpec) -> None:
     """Refuse what this cluster cannot run yet, before anything is stored, rather than store a service that never runs."""
-    if spec.Mode.is_job:
-        raise BadRequest(f"Mode.{spec.Mode.kind}: job services are not supported by this cluster yet")
     container = spec.TaskTemplate.ContainerSpec
     for secret in container.Secrets or []:
         raise BadRequest(f"secret {secret.SecretName or secret.SecretID} not found")
@@ -117,19 +119,28 @@ def check_supported(spec: ServiceSpec) -> None:
 
 
 def with_status(service: Service, state: "Snapshot", ready_nodes: set[str]) -> Service:
-    """Fill ServiceStatus as Docker does for ``status=true``: running tasks on live nodes, and the desired count."""
+    """Fill ServiceStatus as Docker does for ``status=true``: running tasks on live nodes, and the desired count.
+
+    For a job only the tasks of its current iteration count; desired are those still to complete
+    (a replicated job's capped by MaxConcurrent), which is what the CLI's "N/M (K/L completed)" reads.
+    """
     tasks = [state.tasks[t] for t in state.tasks_by_service.get(service.ID, ())]
+    mode = service.Spec.Mode
+    if mode.is_job:
+        iteration = service.JobStatus.JobIteration.Index if service.JobStatus else 0
+        tasks = [t for t in tasks if t.JobIteration is not None and t.JobIteration.Index == iteration]
     running = sum(
         1
         for t in tasks
-        if t.Status.State == TaskState.RUNNING and t.DesiredState == TaskState.RUNNING and t.NodeID in ready_nodes
+        if t.Status.State == TaskState.RUNNING and is_live(t) and t.NodeID in ready_nodes
     )
-    mode = service.Spec.Mode
+    completed = sum(1 for t in tasks if t.Status.State == TaskState.COMPLETE)
     if mode.Replicated is not None:
         desired = mode.Replicated.Replicas
+    elif mode.ReplicatedJob is not None:
+        desired = min(mode.ReplicatedJob.MaxConcurrent, max((mode.ReplicatedJob.TotalCompletions or 0) - completed, 0))
     else:
-        desired = sum(1 for t in tasks if t.DesiredState.rank <= TaskState.RUNNING.rank)
-    completed = sum(1 for t in tasks if t.Status.State == TaskState.COMPLETE)
+        desired = sum(1 for t in tasks if is_live(t) and t.Status.State != TaskState.COMPLETE)
     out = service.model_copy()
     out.ServiceStatus = ServiceTaskCounts(RunningTasks=running, DesiredTasks=desired, CompletedTasks=completed)
     return out
@@ -172,7 +183,10 @@ async def create_service(request: web.Request) -> web.Response:
     service_id = new_node_id()
     if not spec.Name:
         spec.Name = f"service-{service_id[:8]}"
-    service = Service(ID=service_id, Spec=spec, Endpoint=await endpoint_for(mgr, spec, service_id))
+    service = Service(
+        ID=service_id, Spec=spec, Endpoint=await endpoint_for(mgr, spec, service_id),
+        JobStatus=ServiceJobStatus() if spec.Mode.is_job else None,
+    )
     try:
         await mgr.store.create(service)
     except (NameConflict, PortConflict, AddressConflict) as exc:
@@ -205,8 +219,20 @@ async def update_service(request: web.Request) -> web.Response:
     if spec != current.Spec:
         updated.PreviousSpec = current.Spec
     updated.Spec = spec
+    stamp = now()
+    # As in Swarm: an update starts afresh (a paused one resumes), a rollback is under way at once.
+    updated.UpdateStatus = (
+        ServiceUpdateStatus(State="rollback_started", StartedAt=stamp, Message="manually requested rollback")
+        if rollback
+        else None
+    )
     updated.Endpoint = await endpoint_for(mgr, spec, current.ID, current.Endpoint)
-    updated.UpdatedAt = now()
+    updated.UpdatedAt = stamp
+    if spec.Mode.is_job:
+        # Every update of a job runs it again, as in Swarm.
+        iteration = current.JobStatus.JobIteration.Index + 1 if current.JobStatus else 0
+        updated.JobStatus = ServiceJobStatus(JobIteration=ObjectVersion(Index=iteration), LastExecution=stamp)
+        updated.UpdateStatus = None
     try:
         await mgr.store.update(updated, previous=current)
     except (NameConflict, PortConflict, AddressConflict) as exc:

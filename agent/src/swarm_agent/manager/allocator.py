@@ -11,10 +11,9 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..api.models import Network, NetworkAttachment, Service, Task
+from ..api.models import Network, NetworkAttachment, Service, Task, TaskState
 from ..store.state import address_key
 from .ipam import AddressBook, with_prefix
-from .restart import is_live
 
 if TYPE_CHECKING:
     from ..store.state import Snapshot
@@ -122,7 +121,8 @@ class Allocator:
         if ingress is not None and any(publishes_ingress(s) for s in state.services.values()):
             wanted.update((ingress.ID, node_id) for node_id in state.nodes)
         for task in state.tasks.values():
-            if task.NetworksAttachments and task.NodeID and is_live(task):
+            # A job's task is desired complete, not running, and needs its networks all the same.
+            if task.NetworksAttachments and task.NodeID and task.DesiredState.rank <= TaskState.COMPLETE.rank:
                 for attachment in task.NetworksAttachments:
                     wanted.add((attachment.Network["ID"], task.NodeID))
         for network_id, node_id in sorted(wanted):

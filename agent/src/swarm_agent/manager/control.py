@@ -12,13 +12,17 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from ..api.models import Node, NodeStatus, Task, TaskState, TaskStatus, now
+from ..api.errors import ApiError
+from ..api.models import Node, NodeStatus, Service, ServiceUpdateStatus, Task, TaskState, TaskStatus, now
+from ..api.services import endpoint_for
 from ..net.gossip import Keyring
 from ..pki import new_node_id
-from ..store.state import GOSSIP_KEY
+from ..store.state import GOSSIP_KEY, Conflict, NameConflict, PortConflict
 from .allocator import Allocator
 from .orchestrator import reconcile
+from .restart import is_live
 from .scheduler import schedule
+from .timestamps import parse_timestamp
 
 if TYPE_CHECKING:
     from .manager import Manager
@@ -36,6 +40,9 @@ class ControlLoop:
     def __init__(self, manager: "Manager") -> None:
         self.mgr = manager
         self.allocator = Allocator()
+        # When each task was first seen running: a task that fails afterwards no longer says so, and
+        # the updater's monitor needs it. Lost with leadership, as SwarmKit's updater loses it.
+        self.running_since: dict[str, float] = {}
 
     async def run(self) -> None:
         cache = self.mgr.cache
@@ -102,9 +109,18 @@ class ControlLoop:
         await self.mgr.store.put_json(GOSSIP_KEY, {"keys": keys, "rotated": time.time()})
         log.info("gossip keyring %s: %d keys", "rotated" if state.gossip_keys else "created", len(keys))
 
+    def note_running(self) -> None:
+        tasks = self.mgr.cache.state.tasks
+        for task in tasks.values():
+            if task.Status.State == TaskState.RUNNING and task.ID not in self.running_since:
+                self.running_since[task.ID] = parse_timestamp(task.Status.Timestamp)
+        for task_id in [t for t in self.running_since if t not in tasks]:
+            del self.running_since[task_id]
+
     async def orchestrate(self) -> None:
         state = self.mgr.cache.state
         limit = state.cluster.Spec.Orchestration.TaskHistoryRetentionLimit if state.cluster else 5
+        self.note_running()
         plan = reconcile(
             list(state.services.values()),
             list(state.tasks.values()),
@@ -112,9 +128,12 @@ class ControlLoop:
             history_limit=limit,
             now=time.time(),
             new_id=new_node_id,
+            running_since=self.running_since,
         )
         if plan.empty():
             return
+        for service in plan.services:
+            await self.write_service(service)
         deletes = [state.tasks[i] for i in plan.delete if i in state.tasks]
         creates = await self._with_addresses(plan.create)
         refused = await self.mgr.store.apply(creates=creates, updates=plan.update, deletes=deletes)
@@ -152,12 +171,42 @@ class ControlLoop:
             await self.mgr.store.release(garbage)
             log.info("allocator: %d addresses released", len(garbage))
 
+    async def write_service(self, service: Service) -> None:
+        """Store the orchestrator's change to a service (its update status, a rollback), if nobody wrote it since.
+
+        A rollback whose previous spec cannot be stored again (its published port or name was taken
+        meanwhile) pauses the update instead, saying why, rather than be retried on every tick.
+        """
+        current = self.mgr.cache.state.services.get(service.ID)
+        if current is None or current.Version.Index != service.Version.Index:
+            return
+        try:
+            if service.Spec != current.Spec:
+                service.Endpoint = await endpoint_for(self.mgr, service.Spec, service.ID, current.Endpoint)
+            await self.mgr.store.update(service, previous=current)
+        except (ApiError, NameConflict, PortConflict) as exc:
+            log.warning("service %s: its previous spec cannot be restored: %s", service.ID, exc)
+            paused = current.model_copy(deep=True)
+            paused.UpdateStatus = ServiceUpdateStatus(
+                State="paused", StartedAt=service.UpdateStatus.StartedAt if service.UpdateStatus else None,
+                Message=f"update paused: the previous spec cannot be restored: {exc}",
+            )
+            await self._store_quietly(paused, current)
+        except Conflict as exc:
+            log.info("service %s changed meanwhile, its update status is decided again: %s", service.ID, exc)
+
+    async def _store_quietly(self, service: Service, current: Service) -> None:
+        try:
+            await self.mgr.store.update(service, previous=current)
+        except Conflict as exc:
+            log.info("service %s changed meanwhile, its update status is decided again: %s", service.ID, exc)
+
     async def place(self) -> None:
         state = self.mgr.cache.state
         pending = [
             t
             for t in state.tasks.values()
-            if t.Status.State in (TaskState.NEW, TaskState.PENDING) and t.DesiredState.rank <= TaskState.RUNNING.rank
+            if t.Status.State in (TaskState.NEW, TaskState.PENDING) and is_live(t)
         ]
         if not pending:
             return

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..api.models import Node, Service, Task, TaskState, TaskStatus
+from ..api.models import Node, Service, ServiceUpdateStatus, Task, TaskState, TaskStatus
 from .constraints import parse_constraints
 from .restart import (
     ENDED_ON_ITS_OWN,
@@ -30,8 +30,9 @@ from .restart import (
     start_blocked,
     still_stopping,
 )
-from .timestamps import format_timestamp
-from .updater import plan_update
+from .timestamps import format_timestamp, parse_timestamp
+from .jobs import reconcile_job
+from .updater import ACTIVE, PAUSED, next_status, plan_update
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +42,27 @@ class Plan:
     create: list[Task] = field(default_factory=list)  # brand new tasks
     update: list[Task] = field(default_factory=list)  # modified copies of existing tasks
     delete: list[str] = field(default_factory=list)  # task IDs to delete from the store
+    services: list[Service] = field(default_factory=list)  # modified copies: update status, rollback
 
     def empty(self) -> bool:
-        return not (self.create or self.update or self.delete)
+        return not (self.create or self.update or self.delete or self.services)
 
 
-class _Work:
+class PlanWork:
     """The plan being built, and the state as it will be once the plan is applied."""
 
-    def __init__(self, nodes: Sequence[Node], now: float, new_id: Callable[[], str]) -> None:
+    def __init__(
+        self, nodes: Sequence[Node], now: float, new_id: Callable[[], str], running_since: Mapping[str, float]
+    ) -> None:
         self.nodes = {node.ID: node for node in nodes}
         self.now = now
+        self.running_since = running_since
         self.stamp = format_timestamp(now)
         self._new_id = new_id
         self.created: list[Task] = []
         self.updated: dict[str, Task] = {}
         self.deleted: dict[str, None] = {}  # ordered set
+        self.services: list[Service] = []
 
     def set_desired(self, history: list[Task], task: Task, state: TaskState, why: str) -> Task:
         changed = self.updated.get(task.ID) or task.model_copy(deep=True)
@@ -96,18 +102,25 @@ class _Work:
             NodeID=key if is_global else None,
             # A global task is bound to its node already; PENDING lets the scheduler still check that node.
             Status=TaskStatus(Timestamp=self.stamp, State=TaskState.PENDING if is_global else TaskState.NEW),
-            DesiredState=TaskState.READY if blocked else TaskState.RUNNING,
+            # A job's task runs to completion, as Swarm has it.
+            DesiredState=TaskState.READY if blocked else self.run_state(service),
+            JobIteration=service.JobStatus.JobIteration.model_copy() if service.JobStatus else None,
         )
         self.created.append(task)
         history.append(task)
         log.info("task %s (%s) created for service %s: %s", task.ID, task.Name, service.ID, why)
         return task
 
+    @staticmethod
+    def run_state(service: Service) -> TaskState:
+        return TaskState.COMPLETE if service.Spec.Mode.is_job else TaskState.RUNNING
+
     def plan(self) -> Plan:
         return Plan(
             create=self.created,
             update=[task for task_id, task in self.updated.items() if task_id not in self.deleted],
             delete=list(self.deleted),
+            services=self.services,
         )
 
 
@@ -119,13 +132,16 @@ def reconcile(
     history_limit: int,
     now: float,
     new_id: Callable[[], str],
+    running_since: Mapping[str, float] | None = None,
 ) -> Plan:
     """What to create, change and delete so that tasks converge on the services.
 
     ``now`` is a UNIX time; ``new_id`` makes task IDs (the only source of
-    variation, so tests can make it deterministic).
+    variation, so tests can make it deterministic); ``running_since`` says
+    when tasks were first seen running, for those that no longer run (a
+    running task's status timestamp says it already).
     """
-    work = _Work(nodes, now, new_id)
+    work = PlanWork(nodes, now, new_id, running_since or {})
     by_service: dict[str, list[Task]] = defaultdict(list)
     for task in tasks:
         by_service[task.ServiceID].append(task)
@@ -135,14 +151,15 @@ def reconcile(
             _remove_tasks(service_tasks, work)
     for service in services:
         mode = service.Spec.Mode
-        if mode.is_job:
-            continue  # jobs are not orchestrated yet: their tasks are left as they are
         slots = _slots(by_service.get(service.ID, []), by_node=mode.is_global)
-        if mode.is_global:
+        if mode.is_job:
+            reconcile_job(service, slots, work)
+        elif mode.is_global:
             _reconcile_global(service, slots, work)
         else:
             _reconcile_replicated(service, slots, work)
-        _roll_update(service, slots, work)
+        if not mode.is_job:
+            _roll_update(service, slots, work)
         for history in slots.values():
             _trim_history(history, history_limit, work)
     return work.plan()
@@ -169,7 +186,7 @@ def _slots(tasks: Sequence[Task], *, by_node: bool) -> dict[Hashable, list[Task]
     return slots
 
 
-def _remove_tasks(tasks: Sequence[Task], work: _Work) -> None:
+def _remove_tasks(tasks: Sequence[Task], work: PlanWork) -> None:
     """The service is gone: stop its tasks, and forget those that no worker will report on again."""
     history = list(tasks)
     for task in tasks:
@@ -181,7 +198,7 @@ def _remove_tasks(tasks: Sequence[Task], work: _Work) -> None:
             work.set_desired(history, task, TaskState.REMOVE, "its service was removed")
 
 
-def _node_lost(task: Task, work: _Work) -> str:
+def node_lost(task: Task, work: PlanWork) -> str:
     """Why a replicated task must move off its node, or "" when it may stay."""
     if task.NodeID is None:
         return ""
@@ -195,7 +212,7 @@ def _node_lost(task: Task, work: _Work) -> str:
     return ""
 
 
-def _end_tasks(history: list[Task], work: _Work) -> bool:
+def _end_tasks(history: list[Task], work: PlanWork) -> bool:
     """Mark the slot's ended tasks shut down; True when one ended."""
     ended = False
     for task in [t for t in history if has_ended(t)]:
@@ -204,17 +221,17 @@ def _end_tasks(history: list[Task], work: _Work) -> bool:
     return ended
 
 
-def _promote_ready(history: list[Task], work: _Work) -> None:
+def promote_ready(history: list[Task], work: PlanWork, run_state: TaskState = TaskState.RUNNING) -> None:
     """Start READY tasks whose wait (old task stopping, restart delay) is over."""
     for task in [t for t in history if t.DesiredState == TaskState.READY]:
         position = _position(history, task)
         others = history[:position] + history[position + 1:]
         previous = history[position - 1] if position else None
         if not start_blocked(previous, others, task.Spec.RestartPolicy.Delay, work.nodes, work.now):
-            work.set_desired(history, task, TaskState.RUNNING, "its wait is over")
+            work.set_desired(history, task, run_state, "its wait is over")
 
 
-def _reconcile_replicated(service: Service, slots: dict[Hashable, list[Task]], work: _Work) -> None:
+def _reconcile_replicated(service: Service, slots: dict[Hashable, list[Task]], work: PlanWork) -> None:
     template = service.Spec.TaskTemplate
     replicas = service.Spec.Mode.Replicated.Replicas if service.Spec.Mode.Replicated else 0
     refill: dict[Hashable, bool] = {}  # slots emptied this tick -> whether the replacement may wait
@@ -223,13 +240,13 @@ def _reconcile_replicated(service: Service, slots: dict[Hashable, list[Task]], w
         ended = _end_tasks(history, work)
         lost = False
         for task in [t for t in history if is_live(t)]:
-            why = _node_lost(task, work)
+            why = node_lost(task, work)
             if why:
                 work.set_desired(history, task, TaskState.SHUTDOWN, why)
                 lost = True
         if was_held and (ended or lost) and not any(is_live(task) for task in history):
             refill[key] = not lost
-        _promote_ready(history, work)
+        promote_ready(history, work)
 
     held = {key for key, history in slots.items() if any(is_live(task) for task in history)}
     finished = {key for key, history in slots.items() if key not in held and slot_finished(history, template)}
@@ -291,7 +308,7 @@ def _scale_down_order(slots: Mapping[Hashable, Sequence[Task]], held: set[Hashab
     return [r[3] for r in ranked]
 
 
-def _reconcile_global(service: Service, slots: dict[Hashable, list[Task]], work: _Work) -> None:
+def _reconcile_global(service: Service, slots: dict[Hashable, list[Task]], work: PlanWork) -> None:
     template = service.Spec.TaskTemplate
     constraints = parse_constraints(template.Placement.Constraints if template.Placement else None)
 
@@ -312,11 +329,11 @@ def _reconcile_global(service: Service, slots: dict[Hashable, list[Task]], work:
         if why:
             for task in [t for t in history if is_live(t)]:
                 work.set_desired(history, task, TaskState.SHUTDOWN, why)
-        _promote_ready(history, work)
+        promote_ready(history, work)
 
     for node in work.nodes.values():
         # Paused nodes keep their tasks but get no new ones.
-        if not _takes_new_tasks(node) or not fits(node):
+        if not takes_new_tasks(node) or not fits(node):
             continue
         history = slots.setdefault(node.ID, [])
         if any(is_live(task) for task in history) or slot_finished(history, template):
@@ -325,33 +342,60 @@ def _reconcile_global(service: Service, slots: dict[Hashable, list[Task]], work:
         work.create(service, node.ID, history, wait_allowed=True, why=why)
 
 
-def _takes_new_tasks(node: Node | None) -> bool:
+def takes_new_tasks(node: Node | None) -> bool:
     return node is not None and node.Status.State == "ready" and node.Spec.Availability == "active"
 
 
-def _roll_update(service: Service, slots: dict[Hashable, list[Task]], work: _Work) -> None:
-    config = service.Spec.UpdateConfig
+def _roll_update(service: Service, slots: dict[Hashable, list[Task]], work: PlanWork) -> None:
+    status = service.UpdateStatus
+    state = status.State if status else None
+    rolling_back = state in ("rollback_started", "rollback_paused")
+    config = service.Spec.RollbackConfig if rolling_back else service.Spec.UpdateConfig
     updatable = slots
     if service.Spec.Mode.is_global:
         # A global task is updated on its own node, which must take a new task: one on a node that is
         # down or paused keeps running its old spec until the node is back, rather than leave a
         # replacement pending there that would stall the whole update.
-        updatable = {key: history for key, history in slots.items() if _takes_new_tasks(work.nodes.get(str(key)))}
-    step = plan_update(updatable, service.Spec.TaskTemplate, config, work.now)
+        updatable = {key: history for key, history in slots.items() if takes_new_tasks(work.nodes.get(str(key)))}
+    active = state in ACTIVE or state in PAUSED
+    started = parse_timestamp(status.StartedAt) if active and status and status.StartedAt else work.now
+    step = plan_update(
+        updatable, service.Spec.TaskTemplate, config, work.now,
+        started=started, paused=state in PAUSED, running_since=work.running_since,
+    )
     if step.waiting:
         log.debug("service %s update waits: %s", service.ID, step.waiting)
     for task in step.retire:
         history = slots[_slot_key(task, service.Spec.Mode.is_global)]
         work.set_desired(history, task, TaskState.SHUTDOWN, "its start-first replacement runs")
+    change = next_status(status, step, config, work.stamp)
+    if change is not None:
+        _write_status(service, change.status, change.rollback, work)
+        if change.status.State in PAUSED or change.rollback:
+            return  # no further batch of a spec that fails
     for key in step.replace:
         history = slots[key]
         if config.Order == "stop-first":
             for task in [t for t in history if is_live(t)]:
                 work.set_desired(history, task, TaskState.SHUTDOWN, f"service {service.Spec.Name} is updating")
-        work.create(service, key, history, wait_allowed=True, why="rolling update")
+        work.create(service, key, history, wait_allowed=True, why="rollback" if rolling_back else "rolling update")
 
 
-def _trim_history(history: list[Task], limit: int, work: _Work) -> None:
+def _write_status(service: Service, status: ServiceUpdateStatus, rollback: bool, work: PlanWork) -> None:
+    """Queue the service with its new update status; a rollback also puts its previous spec back."""
+    changed = service.model_copy(deep=True)
+    changed.UpdateStatus = status
+    changed.UpdatedAt = work.stamp
+    if rollback:
+        if service.PreviousSpec is None:
+            status.State, status.Message = "paused", f"{status.Message}; no previous spec to roll back to"
+        else:
+            changed.Spec, changed.PreviousSpec = service.PreviousSpec.model_copy(deep=True), None
+    work.services.append(changed)
+    log.info("service %s (%s): update %s: %s", service.ID, service.Spec.Name, status.State, status.Message)
+
+
+def _trim_history(history: list[Task], limit: int, work: PlanWork) -> None:
     """Delete the oldest tasks of a slot beyond ``limit``, keeping what the rules still read.
 
     Kept whatever the limit: live tasks; tasks still stopping on a ready node

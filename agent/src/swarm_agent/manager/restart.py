@@ -20,8 +20,8 @@ ENDED_ON_ITS_OWN = frozenset({TaskState.COMPLETE, TaskState.FAILED, TaskState.RE
 
 
 def is_live(task: Task) -> bool:
-    """The task holds its slot: desired new..running (READY included)."""
-    return task.DesiredState.rank <= TaskState.RUNNING.rank
+    """The task holds its slot: desired new..running (READY included), or complete (a job's task)."""
+    return task.DesiredState.rank <= TaskState.COMPLETE.rank
 
 
 def has_ended(task: Task) -> bool:

@@ -19,8 +19,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..api.models import Node, PlatformInfo, Service, Task, TaskSpec, TaskState
+from ..api.models import Node, PlatformInfo, Service, Task, TaskSpec
 from .constraints import Constraint, node_value, parse_constraints
+from .restart import is_live
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def is_active(task: Task) -> bool:
     """A task that holds resources on its node: meant to run and not yet ended."""
     return (
         task.NodeID is not None
-        and task.DesiredState.rank <= TaskState.RUNNING.rank
+        and is_live(task)
         and not task.Status.State.terminal
     )
 

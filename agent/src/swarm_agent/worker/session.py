@@ -257,7 +257,7 @@ class WorkerSession:
                                          self.endpoints.get(task.ServiceID))
                 else:
                     await self.network.withdraw(task.ID)
-            if task.DesiredState == TaskState.RUNNING:
+            if task.DesiredState in (TaskState.RUNNING, TaskState.COMPLETE):  # complete: a job's task
                 if seen is None and not task.Status.State.terminal:
                     to_start.append(task)
                 elif seen is not None:
