@@ -8,6 +8,7 @@ to names on their network.
 import collections
 import re
 import subprocess
+import threading
 import time
 
 import pytest
@@ -220,3 +221,47 @@ def test_stack_deploy_ls_ps_services_rm(cluster, tmp_path):
     wait_for("the stack's networks gone", lambda: not docker(
         "network", "ls", "--filter", "label=com.docker.stack.namespace=demo", "-q").stdout.strip(), timeout=60)
     assert docker("stack", "ls", "--format", "{{.Name}}").stdout.strip() == ""
+
+
+def test_rolling_updates_and_drain_drop_no_request(cluster):
+    """Tasks leave the mesh before they stop: a client hammering the published port sees no failure while
+    the service is updated one task at a time (both orders) and while a node is drained."""
+    manager, workers = cluster
+    nodes = [manager, *workers]
+    docker = manager.docker
+    docker("service", "create", "--name", "steady", "--replicas", "3", "--stop-grace-period", "2s",
+           "--update-parallelism", "1", "--publish", "published=8082,target=80", IMAGE, *WEB)
+    wait_for("steady running", lambda: len(running_tasks(manager, "steady")) == 3, timeout=120)
+    for node in nodes:
+        wait_for(f"8082 on {node.name}", lambda: http_get(node.host.ip, 8082) is not None, timeout=60)
+
+    failures: list[str] = []
+    served = collections.Counter()
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            for node in nodes:
+                answer = http_get(node.host.ip, 8082)
+                if answer is None:
+                    failures.append(f"{node.name} at {time.monotonic():.1f}")
+                else:
+                    served[answer] += 1
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    try:
+        for order in ("stop-first", "start-first"):
+            docker("service", "update", "--force", "--update-order", order, "steady")
+            wait_for(f"{order} update done", lambda: len(running_tasks(manager, "steady")) == 3 and "completed"
+                     in docker("service", "inspect", "--format", "{{.UpdateStatus.State}}", "steady").stdout,
+                     timeout=180)
+        docker("node", "update", "--availability", "drain", workers[0].name)
+        wait_for("steady off the drained node", lambda: len(running_tasks(manager, "steady")) == 3 and all(
+            t["NodeID"] != workers[0].node_id for t in running_tasks(manager, "steady")), timeout=120)
+        time.sleep(2)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(served) >= 6, f"requests reached only {len(served)} tasks over two updates: {dict(served)}"
+    assert failures == [], f"{len(failures)} requests failed of {sum(served.values()) + len(failures)}: {failures[:10]}"
