@@ -8,6 +8,7 @@ to names on their network.
 import collections
 import re
 import subprocess
+import sys
 import threading
 import time
 
@@ -265,3 +266,20 @@ def test_rolling_updates_and_drain_drop_no_request(cluster):
         thread.join()
     assert len(served) >= 6, f"requests reached only {len(served)} tasks over two updates: {dict(served)}"
     assert failures == [], f"{len(failures)} requests failed of {sum(served.values()) + len(failures)}: {failures[:10]}"
+
+
+def test_rebalance_spreads_a_service_again(cluster):
+    manager, workers = cluster
+    docker = manager.docker
+    docker("node", "update", "--availability", "drain", workers[1].name)
+    docker("service", "create", "--name", "lopsided", "--replicas", "4", "--stop-grace-period", "1s", IMAGE, *WEB)
+    wait_for("4 running", lambda: len(running_tasks(manager, "lopsided")) == 4, timeout=120)
+    docker("node", "update", "--availability", "active", workers[1].name)
+    assert all(t["NodeID"] != workers[1].node_id for t in running_tasks(manager, "lopsided")), \
+        "Swarm moves nothing back by itself"
+    done = subprocess.run([sys.executable, "-m", "swarm_agent.cli.swarmctl", "-H", f"unix://{manager.socket}",
+                           "service", "rebalance", "lopsided"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    wait_for("lopsided spread over all three nodes", lambda: len(
+        {t["NodeID"] for t in running_tasks(manager, "lopsided")}) == 3
+        and len(running_tasks(manager, "lopsided")) == 4, timeout=180)
