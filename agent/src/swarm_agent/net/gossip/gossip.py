@@ -500,6 +500,14 @@ class Gossip:
                 return
             # Missing nacks mean our own messages are not getting through: this node is the unhealthy one.
             self._awareness.apply(len(helpers) - probe.nacks if helpers else 1)
+            late = self._now() - (started + period)
+            if late > self.config.probe_timeout:
+                # This process was not running when the answers were due (a starved CPU, a long pause):
+                # the silence says nothing about the target.
+                self._awareness.apply(1)
+                log.info("gossip node %s does not suspect member %s: its own probe ran %.2f s late",
+                         self.node_id, target.node_id, late)
+                return
             current = self._membership.get(target.node_id)
             if current is not None and current.state in ("alive", "suspect"):
                 log.info("gossip node %s suspects member %s: no ack, direct or through %d others", self.node_id,
