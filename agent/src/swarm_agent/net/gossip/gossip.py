@@ -136,7 +136,7 @@ class Gossip:
         self._suspicions: dict[str, Suspicion] = {}
         self._probes: dict[int, _Probe] = {}
         # Indirect probes this node runs for others: our ping's seq -> (requester, its seq, nack timer).
-        self._relays: dict[int, tuple[tuple[str, int], int, asyncio.TimerHandle | None]] = {}
+        self._relays: dict[int, tuple[tuple[str, int], int, asyncio.TimerHandle]] = {}
         self._seq = itertools.count(random.randrange(1 << 30))
         self._probe_order: list[str] = []
         self._member_callbacks: list[Callable[[Member], None]] = []
@@ -182,7 +182,8 @@ class Gossip:
                  self._bind_address, self._port, self._advertise)
 
     async def join(self, addresses: Sequence[str | tuple[str, int]]) -> int:
-        """Exchanges the whole state with each address over TCP; returns how many answered."""
+        """Exchanges the whole state with each address ("host", "host:port" or (host, port); this node's
+        port when none is given) over TCP; returns how many answered."""
         self._require_started()
         peers = [parse_peer(a, self._port) for a in addresses]
         results = await asyncio.gather(*(self._push_pull(host, port, join=True) for host, port in peers))
@@ -212,8 +213,7 @@ class Gossip:
             suspicion.cancel()
         self._suspicions.clear()
         for _, _, timer in self._relays.values():
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
         self._relays.clear()
         if self._udp is not None:
             self._udp.close()
@@ -355,8 +355,7 @@ class Gossip:
         relay = self._relays.pop(ack.seq, None)
         if relay is not None:
             requester, seq, timer = relay
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
             self._send(requester, [encode(Ack(seq, ack.source))])
 
     def _relay(self, request: PingReq, requester: tuple[str, int]) -> None:
@@ -368,8 +367,7 @@ class Gossip:
             if self._relays.pop(seq, None) is not None and request.nack:
                 self._send(requester, [encode(Nack(request.seq, self.node_id))])
 
-        timer = self._loop.call_later(request.wait, expire) if self._loop else None
-        self._relays[seq] = (requester, request.seq, timer)
+        self._relays[seq] = (requester, request.seq, self._loop.call_later(request.wait, expire))
 
     # Membership
 
@@ -607,6 +605,9 @@ class Gossip:
 
     async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
+        # Tracked so that stop() ends it: a stopped node must not merge state any more.
+        task = asyncio.current_task()
+        self._streams.add(task)
         try:
             async with asyncio.timeout(self.config.tcp_timeout):
                 state = decode(self._keyring.decrypt(await _read_frame(reader)))
@@ -627,6 +628,7 @@ class Gossip:
         except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
             log.debug("gossip node %s: push-pull from %s:%d failed: %s", self.node_id, peer[0], peer[1], exc)
         finally:
+            self._streams.discard(task)
             writer.close()
 
     # Consumers
