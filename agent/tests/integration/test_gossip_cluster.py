@@ -191,3 +191,18 @@ async def test_key_rotation_loses_no_message(started) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.sendto(Keyring([K1]).encrypt(b"[]"), (nodes[0].address, nodes[0].port))
     await until(lambda: nodes[0].stats.auth_failures == 1, "a message under the retired key is dropped")
+
+
+async def test_member_declared_dead_by_mistake_refutes_and_its_entries_return(started) -> None:
+    nodes = await four_nodes(started)
+    nodes[2].put("endpoints", "task-2", {"ip": "10.0.2.2"})
+    await until(lambda: all("task-2" in n.entries("endpoints") for n in nodes), "entry spreads")
+    # A member (with the cluster's key) wrongly says node-2 is dead, to node-0 only; the news spreads.
+    wrong = b'[{"t":"dead","node":"node-2","incarnation":0,"source":"node-1"}]'
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(Keyring([K1]).encrypt(wrong), (nodes[0].address, nodes[0].port))
+    await until(lambda: nodes[2].incarnation > 0, "node-2 hears of its death and refutes")
+    await until(lambda: all(states(n)["node-2"] == "alive" for n in nodes), "everyone sees node-2 alive again")
+    await until(lambda: all(values(n, "endpoints") == {"task-2": {"ip": "10.0.2.2"}} for n in nodes),
+                "node-2's entry is back everywhere")
+    assert all(m.incarnation == nodes[2].incarnation for n in nodes for m in n.members() if m.node_id == "node-2")

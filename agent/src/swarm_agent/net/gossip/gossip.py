@@ -330,7 +330,13 @@ class Gossip:
     def _handle(self, message: Message, source: tuple[str, int]) -> None:
         if isinstance(message, Ping):
             if message.target == self.node_id:
-                self._send(source, [encode(Ack(message.seq, self.node_id))])
+                reply = [encode(Ack(message.seq, self.node_id))]
+                prober = self._membership.get(message.source)
+                if prober is not None and prober.state == "dead":
+                    # It was declared dead but is talking: tell it, so that it refutes now rather than at
+                    # its next push-pull.
+                    reply.append(encode(Dead(prober.node_id, prober.incarnation, self.node_id)))
+                self._send(source, reply)
         elif isinstance(message, Ack):
             self._acked(message)
         elif isinstance(message, Nack):
