@@ -18,7 +18,6 @@ import ipaddress
 import itertools
 import logging
 import random
-import struct
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -54,13 +53,11 @@ from .timing import (
     retransmit_limit,
     suspicion_timeout,
 )
+from .transport import Datagrams, parse_peer, read_frame, write_frame
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 7946
-_FRAME_HEADER = struct.Struct("!I")
-# A push-pull carries every member and table entry; beyond this a peer is broken or hostile.
-_MAX_FRAME = 64 * 1024 * 1024
 # How often dead members and tombstones past dead_reap are forgotten (seconds).
 _REAP_PERIOD = 1.0
 
@@ -84,25 +81,6 @@ class GossipStats:
 class _Probe:
     ack: asyncio.Future[None]
     nacks: int = 0
-
-
-def parse_peer(address: str | tuple[str, int], default_port: int) -> tuple[str, int]:
-    """"host", "host:port", "[v6]:port" or (host, port) into (host, port)."""
-    if isinstance(address, tuple):
-        host, port = address
-    elif address.startswith("["):
-        host, _, rest = address[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else default_port
-    elif address.count(":") == 1:
-        host, _, text = address.partition(":")
-        if not text.isdigit():
-            raise ValueError(f"join address {address!r}: port {text!r} is not a number")
-        port = int(text)
-    else:
-        host, port = address, default_port
-    if not host or isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"join address {address!r}: expected host, host:port or (host, port) with a port 1-65535")
-    return host, port
 
 
 class Gossip:
@@ -266,7 +244,7 @@ class Gossip:
         loop = asyncio.get_running_loop()
         # Port 0: UDP picks a free port and TCP must get the same one, which another program may hold.
         for attempt in range(20 if self._port == 0 else 1):
-            udp, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self),
+            udp, _ = await loop.create_datagram_endpoint(lambda: Datagrams(self.node_id, self._datagram),
                                                          local_addr=(self._bind_address, self._port))
             port = udp.get_extra_info("sockname")[1]
             try:
@@ -585,8 +563,8 @@ class Gossip:
         try:
             async with asyncio.timeout(self.config.tcp_timeout):
                 reader, writer = await asyncio.open_connection(host, port)
-                await _write_frame(writer, self._keyring.encrypt(encode(self._state(join))))
-                state = decode(self._keyring.decrypt(await _read_frame(reader)))
+                await write_frame(writer, self._keyring.encrypt(encode(self._state(join))))
+                state = decode(self._keyring.decrypt(await read_frame(reader)))
                 if not isinstance(state, PushPull):
                     raise MalformedMessage(f"expected a push-pull answer, got a {state.KIND} message")
                 self._merge_state(state)
@@ -616,11 +594,11 @@ class Gossip:
         self._streams.add(task)
         try:
             async with asyncio.timeout(self.config.tcp_timeout):
-                state = decode(self._keyring.decrypt(await _read_frame(reader)))
+                state = decode(self._keyring.decrypt(await read_frame(reader)))
                 if not isinstance(state, PushPull):
                     raise MalformedMessage(f"expected a push-pull, got a {state.KIND} message")
                 # Answer with our state as it was, then take theirs in.
-                await _write_frame(writer, self._keyring.encrypt(encode(self._state(join=False))))
+                await write_frame(writer, self._keyring.encrypt(encode(self._state(join=False))))
                 self._merge_state(state)
                 self.stats.push_pulls += 1
                 log.debug("gossip node %s: %s push-pull from %s", self.node_id, "join" if state.join else "periodic",
@@ -656,27 +634,3 @@ class Gossip:
     def _require_started(self) -> None:
         if self._loop is None:
             raise RuntimeError(f"gossip node {self.node_id} is not started")
-
-
-class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, gossip: Gossip) -> None:
-        self._gossip = gossip
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._gossip._datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors (a member gone) surface here; the probe protocol deals with them.
-        log.debug("gossip node %s: UDP error %s", self._gossip.node_id, exc)
-
-
-async def _write_frame(writer: asyncio.StreamWriter, payload: bytes) -> None:
-    writer.write(_FRAME_HEADER.pack(len(payload)) + payload)
-    await writer.drain()
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> bytes:
-    (size,) = _FRAME_HEADER.unpack(await reader.readexactly(_FRAME_HEADER.size))
-    if size > _MAX_FRAME:
-        raise MalformedMessage(f"push-pull frame of {size} bytes exceeds {_MAX_FRAME}")
-    return await reader.readexactly(size)
