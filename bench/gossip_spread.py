@@ -47,7 +47,10 @@ async def child(first: int, count: int, total: int, seed: str | None, changes: i
         if node.node_id != "node-0":
             await node.join([seed])
     emit(event="ready", seed=seed)
+    parent = os.getppid()
     while not all(sum(m.state == "alive" for m in n.members()) == total for n in nodes):
+        if os.getppid() != parent:      # the benchmark itself gone: stop too
+            return
         await asyncio.sleep(0.2)
     emit(event="formed")
     # The first process writes once the parent says every process sees the whole cluster.
@@ -62,7 +65,6 @@ async def child(first: int, count: int, total: int, seed: str | None, changes: i
             writer.put("endpoints", f"change-{change}", {"n": change})
             await asyncio.sleep(every)
         emit(event="done")
-    parent = os.getppid()
     while os.getppid() == parent:
         await asyncio.sleep(0.5)
 

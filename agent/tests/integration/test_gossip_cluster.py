@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
@@ -206,3 +209,16 @@ async def test_member_declared_dead_by_mistake_refutes_and_its_entries_return(st
     await until(lambda: all(values(n, "endpoints") == {"task-2": {"ip": "10.0.2.2"}} for n in nodes),
                 "node-2's entry is back everywhere")
     assert all(m.incarnation == nodes[2].incarnation for n in nodes for m in n.members() if m.node_id == "node-2")
+
+
+@pytest.mark.parametrize("script, arguments, expected", [
+    ("gossip_detect.py", ["--runs", "1", "--settle", "1"], "dead at every survivor: median"),
+    ("gossip_spread.py", ["--members", "8", "--processes", "2", "--changes", "2", "--settle", "0.5"],
+     "time until every member had a change: median"),
+])
+def test_gossip_benchmarks_run_on_a_tiny_cluster(script: str, arguments: list[str], expected: str) -> None:
+    bench = Path(__file__).resolve().parents[3] / "bench"
+    result = subprocess.run([sys.executable, str(bench / script), *arguments], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout, result.stdout
