@@ -88,6 +88,8 @@ async def test_tables_converge_crashed_node_is_dropped_and_comes_back(started) -
     crashed = nodes[3]
     old_incarnation = crashed.incarnation
     await crashed.stop()
+    with pytest.raises(RuntimeError, match="already stopped"):
+        await crashed.start()       # a restart is a new instance, with its state starting afresh
     survivors = nodes[:3]
     await until(lambda: all(states(n)["node-3"] == "dead" for n in survivors), "survivors declare node-3 dead")
     for node, recorder in zip(survivors, recorders):

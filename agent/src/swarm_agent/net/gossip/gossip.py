@@ -124,6 +124,7 @@ class Gossip:
         self._tasks: list[asyncio.Task[None]] = []
         self._streams: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
 
     # Public interface
 
@@ -146,8 +147,9 @@ class Gossip:
         return self._awareness.score
 
     async def start(self) -> None:
-        if self._loop is not None:
-            raise RuntimeError(f"gossip node {self.node_id} is already started")
+        if self._loop is not None or self._stopped:
+            # A node's state (incarnation, entries) belongs to one run: a restart is a new instance.
+            raise RuntimeError(f"gossip node {self.node_id} is already {'stopped' if self._stopped else 'started'}")
         self._loop = asyncio.get_running_loop()
         await self._bind()
         if self._membership.local.port != self._port:
@@ -201,6 +203,7 @@ class Gossip:
             self._tcp.close()
             self._tcp = None
         self._loop = None
+        self._stopped = True
         # Let the transports close their sockets, so that the port can be bound again at once.
         await asyncio.sleep(0)
 
