@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +88,8 @@ async def test_tables_converge_crashed_node_is_dropped_and_comes_back(started) -
     crashed = nodes[3]
     old_incarnation = crashed.incarnation
     await crashed.stop()
+    with pytest.raises(RuntimeError, match="already stopped"):
+        await crashed.start()       # a restart is a new instance, with its state starting afresh
     survivors = nodes[:3]
     await until(lambda: all(states(n)["node-3"] == "dead" for n in survivors), "survivors declare node-3 dead")
     for node, recorder in zip(survivors, recorders):
@@ -191,3 +196,31 @@ async def test_key_rotation_loses_no_message(started) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.sendto(Keyring([K1]).encrypt(b"[]"), (nodes[0].address, nodes[0].port))
     await until(lambda: nodes[0].stats.auth_failures == 1, "a message under the retired key is dropped")
+
+
+async def test_member_declared_dead_by_mistake_refutes_and_its_entries_return(started) -> None:
+    nodes = await four_nodes(started)
+    nodes[2].put("endpoints", "task-2", {"ip": "10.0.2.2"})
+    await until(lambda: all("task-2" in n.entries("endpoints") for n in nodes), "entry spreads")
+    # A member (with the cluster's key) wrongly says node-2 is dead, to node-0 only; the news spreads.
+    wrong = b'[{"t":"dead","node":"node-2","incarnation":0,"source":"node-1"}]'
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(Keyring([K1]).encrypt(wrong), (nodes[0].address, nodes[0].port))
+    await until(lambda: nodes[2].incarnation > 0, "node-2 hears of its death and refutes")
+    await until(lambda: all(states(n)["node-2"] == "alive" for n in nodes), "everyone sees node-2 alive again")
+    await until(lambda: all(values(n, "endpoints") == {"task-2": {"ip": "10.0.2.2"}} for n in nodes),
+                "node-2's entry is back everywhere")
+    assert all(m.incarnation == nodes[2].incarnation for n in nodes for m in n.members() if m.node_id == "node-2")
+
+
+@pytest.mark.parametrize("script, arguments, expected", [
+    ("gossip_detect.py", ["--runs", "1", "--settle", "1"], "dead at every survivor: median"),
+    ("gossip_spread.py", ["--members", "8", "--processes", "2", "--changes", "2", "--settle", "0.5"],
+     "time until every member had a change: median"),
+])
+def test_gossip_benchmarks_run_on_a_tiny_cluster(script: str, arguments: list[str], expected: str) -> None:
+    bench = Path(__file__).resolve().parents[3] / "bench"
+    result = subprocess.run([sys.executable, str(bench / script), *arguments], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout, result.stdout

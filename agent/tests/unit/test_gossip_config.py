@@ -2,7 +2,7 @@
 import pytest
 
 from swarm_agent.net.gossip import Gossip, GossipConfig, Keyring
-from swarm_agent.net.gossip.gossip import parse_peer
+from swarm_agent.net.gossip.transport import parse_peer
 
 RING = Keyring([bytes(16)])
 

@@ -18,7 +18,6 @@ import ipaddress
 import itertools
 import logging
 import random
-import struct
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -54,13 +53,11 @@ from .timing import (
     retransmit_limit,
     suspicion_timeout,
 )
+from .transport import Datagrams, parse_peer, read_frame, write_frame
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 7946
-_FRAME_HEADER = struct.Struct("!I")
-# A push-pull carries every member and table entry; beyond this a peer is broken or hostile.
-_MAX_FRAME = 64 * 1024 * 1024
 # How often dead members and tombstones past dead_reap are forgotten (seconds).
 _REAP_PERIOD = 1.0
 
@@ -84,25 +81,6 @@ class GossipStats:
 class _Probe:
     ack: asyncio.Future[None]
     nacks: int = 0
-
-
-def parse_peer(address: str | tuple[str, int], default_port: int) -> tuple[str, int]:
-    """"host", "host:port", "[v6]:port" or (host, port) into (host, port)."""
-    if isinstance(address, tuple):
-        host, port = address
-    elif address.startswith("["):
-        host, _, rest = address[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else default_port
-    elif address.count(":") == 1:
-        host, _, text = address.partition(":")
-        if not text.isdigit():
-            raise ValueError(f"join address {address!r}: port {text!r} is not a number")
-        port = int(text)
-    else:
-        host, port = address, default_port
-    if not host or isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"join address {address!r}: expected host, host:port or (host, port) with a port 1-65535")
-    return host, port
 
 
 class Gossip:
@@ -136,7 +114,7 @@ class Gossip:
         self._suspicions: dict[str, Suspicion] = {}
         self._probes: dict[int, _Probe] = {}
         # Indirect probes this node runs for others: our ping's seq -> (requester, its seq, nack timer).
-        self._relays: dict[int, tuple[tuple[str, int], int, asyncio.TimerHandle | None]] = {}
+        self._relays: dict[int, tuple[tuple[str, int], int, asyncio.TimerHandle]] = {}
         self._seq = itertools.count(random.randrange(1 << 30))
         self._probe_order: list[str] = []
         self._member_callbacks: list[Callable[[Member], None]] = []
@@ -146,6 +124,7 @@ class Gossip:
         self._tasks: list[asyncio.Task[None]] = []
         self._streams: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
 
     # Public interface
 
@@ -168,8 +147,9 @@ class Gossip:
         return self._awareness.score
 
     async def start(self) -> None:
-        if self._loop is not None:
-            raise RuntimeError(f"gossip node {self.node_id} is already started")
+        if self._loop is not None or self._stopped:
+            # A node's state (incarnation, entries) belongs to one run: a restart is a new instance.
+            raise RuntimeError(f"gossip node {self.node_id} is already {'stopped' if self._stopped else 'started'}")
         self._loop = asyncio.get_running_loop()
         await self._bind()
         if self._membership.local.port != self._port:
@@ -182,7 +162,8 @@ class Gossip:
                  self._bind_address, self._port, self._advertise)
 
     async def join(self, addresses: Sequence[str | tuple[str, int]]) -> int:
-        """Exchanges the whole state with each address over TCP; returns how many answered."""
+        """Exchanges the whole state with each address ("host", "host:port" or (host, port); this node's
+        port when none is given) over TCP; returns how many answered."""
         self._require_started()
         peers = [parse_peer(a, self._port) for a in addresses]
         results = await asyncio.gather(*(self._push_pull(host, port, join=True) for host, port in peers))
@@ -212,8 +193,7 @@ class Gossip:
             suspicion.cancel()
         self._suspicions.clear()
         for _, _, timer in self._relays.values():
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
         self._relays.clear()
         if self._udp is not None:
             self._udp.close()
@@ -223,6 +203,7 @@ class Gossip:
             self._tcp.close()
             self._tcp = None
         self._loop = None
+        self._stopped = True
         # Let the transports close their sockets, so that the port can be bound again at once.
         await asyncio.sleep(0)
 
@@ -266,7 +247,7 @@ class Gossip:
         loop = asyncio.get_running_loop()
         # Port 0: UDP picks a free port and TCP must get the same one, which another program may hold.
         for attempt in range(20 if self._port == 0 else 1):
-            udp, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self),
+            udp, _ = await loop.create_datagram_endpoint(lambda: Datagrams(self.node_id, self._datagram),
                                                          local_addr=(self._bind_address, self._port))
             port = udp.get_extra_info("sockname")[1]
             try:
@@ -330,7 +311,13 @@ class Gossip:
     def _handle(self, message: Message, source: tuple[str, int]) -> None:
         if isinstance(message, Ping):
             if message.target == self.node_id:
-                self._send(source, [encode(Ack(message.seq, self.node_id))])
+                reply = [encode(Ack(message.seq, self.node_id))]
+                prober = self._membership.get(message.source)
+                if prober is not None and prober.state == "dead":
+                    # It was declared dead but is talking: tell it, so that it refutes now rather than at
+                    # its next push-pull.
+                    reply.append(encode(Dead(prober.node_id, prober.incarnation, self.node_id)))
+                self._send(source, reply)
         elif isinstance(message, Ack):
             self._acked(message)
         elif isinstance(message, Nack):
@@ -355,8 +342,7 @@ class Gossip:
         relay = self._relays.pop(ack.seq, None)
         if relay is not None:
             requester, seq, timer = relay
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
             self._send(requester, [encode(Ack(seq, ack.source))])
 
     def _relay(self, request: PingReq, requester: tuple[str, int]) -> None:
@@ -368,8 +354,7 @@ class Gossip:
             if self._relays.pop(seq, None) is not None and request.nack:
                 self._send(requester, [encode(Nack(request.seq, self.node_id))])
 
-        timer = self._loop.call_later(request.wait, expire) if self._loop else None
-        self._relays[seq] = (requester, request.seq, timer)
+        self._relays[seq] = (requester, request.seq, self._loop.call_later(request.wait, expire))
 
     # Membership
 
@@ -500,6 +485,14 @@ class Gossip:
                 return
             # Missing nacks mean our own messages are not getting through: this node is the unhealthy one.
             self._awareness.apply(len(helpers) - probe.nacks if helpers else 1)
+            late = self._now() - (started + period)
+            if late > self.config.probe_timeout:
+                # This process was not running when the answers were due (a starved CPU, a long pause):
+                # the silence says nothing about the target.
+                self._awareness.apply(1)
+                log.info("gossip node %s does not suspect member %s: its own probe ran %.2f s late",
+                         self.node_id, target.node_id, late)
+                return
             current = self._membership.get(target.node_id)
             if current is not None and current.state in ("alive", "suspect"):
                 log.info("gossip node %s suspects member %s: no ack, direct or through %d others", self.node_id,
@@ -573,8 +566,8 @@ class Gossip:
         try:
             async with asyncio.timeout(self.config.tcp_timeout):
                 reader, writer = await asyncio.open_connection(host, port)
-                await _write_frame(writer, self._keyring.encrypt(encode(self._state(join))))
-                state = decode(self._keyring.decrypt(await _read_frame(reader)))
+                await write_frame(writer, self._keyring.encrypt(encode(self._state(join))))
+                state = decode(self._keyring.decrypt(await read_frame(reader)))
                 if not isinstance(state, PushPull):
                     raise MalformedMessage(f"expected a push-pull answer, got a {state.KIND} message")
                 self._merge_state(state)
@@ -599,13 +592,16 @@ class Gossip:
 
     async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
+        # Tracked so that stop() ends it: a stopped node must not merge state any more.
+        task = asyncio.current_task()
+        self._streams.add(task)
         try:
             async with asyncio.timeout(self.config.tcp_timeout):
-                state = decode(self._keyring.decrypt(await _read_frame(reader)))
+                state = decode(self._keyring.decrypt(await read_frame(reader)))
                 if not isinstance(state, PushPull):
                     raise MalformedMessage(f"expected a push-pull, got a {state.KIND} message")
                 # Answer with our state as it was, then take theirs in.
-                await _write_frame(writer, self._keyring.encrypt(encode(self._state(join=False))))
+                await write_frame(writer, self._keyring.encrypt(encode(self._state(join=False))))
                 self._merge_state(state)
                 self.stats.push_pulls += 1
                 log.debug("gossip node %s: %s push-pull from %s", self.node_id, "join" if state.join else "periodic",
@@ -619,6 +615,7 @@ class Gossip:
         except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
             log.debug("gossip node %s: push-pull from %s:%d failed: %s", self.node_id, peer[0], peer[1], exc)
         finally:
+            self._streams.discard(task)
             writer.close()
 
     # Consumers
@@ -640,27 +637,3 @@ class Gossip:
     def _require_started(self) -> None:
         if self._loop is None:
             raise RuntimeError(f"gossip node {self.node_id} is not started")
-
-
-class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, gossip: Gossip) -> None:
-        self._gossip = gossip
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._gossip._datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors (a member gone) surface here; the probe protocol deals with them.
-        log.debug("gossip node %s: UDP error %s", self._gossip.node_id, exc)
-
-
-async def _write_frame(writer: asyncio.StreamWriter, payload: bytes) -> None:
-    writer.write(_FRAME_HEADER.pack(len(payload)) + payload)
-    await writer.drain()
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> bytes:
-    (size,) = _FRAME_HEADER.unpack(await reader.readexactly(_FRAME_HEADER.size))
-    if size > _MAX_FRAME:
-        raise MalformedMessage(f"push-pull frame of {size} bytes exceeds {_MAX_FRAME}")
-    return await reader.readexactly(size)

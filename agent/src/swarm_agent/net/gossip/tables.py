@@ -103,7 +103,7 @@ class TableStore:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"value of {table}/{key} cannot be sent as JSON: {exc}") from None
         self._check_owned(table, key)
-        return self._write(table, key, value, now=0.0)
+        return self._write(table, key, value, reap_at=None)
 
     def delete(self, table: str, key: str, now: float) -> tuple[EntryUpdate, Change] | None:
         _check_name("table", table)
@@ -112,16 +112,16 @@ class TableStore:
         if stored is None or stored.value is None:
             return None
         self._check_owned(table, key)
-        return self._write(table, key, None, now)
+        return self._write(table, key, None, reap_at=now + self._ttl)
 
     def _check_owned(self, table: str, key: str) -> None:
         stored = self._tables.get(table, {}).get(key)
         if stored is not None and stored.value is not None and stored.owner != self.node_id:
             raise ValueError(f"entry {table}/{key} is owned by node {stored.owner}; only its owner changes it")
 
-    def _write(self, table: str, key: str, value: dict[str, Any] | None, now: float) -> tuple[EntryUpdate, Change]:
+    def _write(self, table: str, key: str, value: dict[str, Any] | None,
+               reap_at: float | None) -> tuple[EntryUpdate, Change]:
         ltime = self.clock.increment()
-        reap_at = now + self._ttl if value is None else None
         self._tables.setdefault(table, {})[key] = _Stored(self.node_id, ltime, value, reap_at)
         return EntryUpdate(table, key, self.node_id, ltime, value), Change(table, key, copy.deepcopy(value))
 
@@ -155,7 +155,7 @@ class TableStore:
         if not mine and stored is not None and stored.order() > _order(update):
             return MergeResult()
         current = stored.value if mine else None
-        correction, _ = self._write(update.table, update.key, current, now)
+        correction, _ = self._write(update.table, update.key, current, None if current is not None else now + self._ttl)
         return MergeResult(correction=correction)
 
     # Membership consequences and housekeeping
@@ -190,6 +190,3 @@ class TableStore:
         """Every entry and tombstone, for a push-pull."""
         return [EntryUpdate(table, key, s.owner, s.ltime, s.value)
                 for table, entries in self._tables.items() for key, s in entries.items()]
-
-    def owned(self) -> list[EntryUpdate]:
-        return [u for u in self.snapshot() if u.owner == self.node_id]
