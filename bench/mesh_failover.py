@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent" / "tests"))
 
-from harness.cluster import SwarmNode, running_tasks, wait_for  # noqa: E402
+from harness.cluster import running_tasks, start_cluster, wait_for  # noqa: E402
 from harness.hosts import Lab  # noqa: E402
 from harness.image import busybox_image  # noqa: E402
 
@@ -38,17 +38,8 @@ def one_run() -> tuple[list[float], float, float]:
     lab = Lab(Path(tempfile.mkdtemp(prefix="swb-", dir="/tmp")))
     try:
         image, archive = busybox_image(Path("/var/tmp/swarm-test-cache"))
-        hosts = lab.add_hosts("m1", "w1", "w2", "w3")
-        nodes = [SwarmNode(h) for h in hosts]
-        for host, node in zip(hosts, nodes):
-            host.load_image(archive)
-            node.start()
+        nodes = start_cluster(lab.add_hosts("m1", "w1", "w2", "w3"), archive, drain_manager=True)
         manager, workers = nodes[0], nodes[1:]
-        manager.init()
-        manager.docker("node", "update", "--availability", "drain", "m1")
-        for worker in workers:
-            worker.join(manager)
-        wait_for("workers ready", lambda: manager.docker("node", "ls").stdout.count("Ready") == 4)
         manager.docker("service", "create", "--detach", "--name", "web", "--replicas", "3",
                        "--publish", "published=8080,target=80", image, *WEB)
         wait_for("3 running", lambda: len(running_tasks(manager, "web")) == 3, timeout=120)

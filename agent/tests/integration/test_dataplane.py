@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from harness.cluster import SwarmNode, running_tasks, wait_for
+from harness.cluster import SwarmNode, running_tasks, start_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,18 +26,7 @@ IMAGE = "local/busybox:1"
 @pytest.fixture
 def cluster(lab, busybox):
     _, archive = busybox
-    hosts = lab.add_hosts("m1", "w1", "w2")
-    for host in hosts:
-        host.load_image(archive)
-    nodes = [SwarmNode(h) for h in hosts]
-    for node in nodes:
-        node.start()
-    manager, workers = nodes[0], nodes[1:]
-    manager.init()
-    for worker in workers:
-        worker.join(manager)
-    wait_for("all three nodes Ready",
-             lambda: manager.docker("node", "ls", "--format", "{{.Status}}").stdout.split().count("Ready") == 3)
+    manager, *workers = start_cluster(lab.add_hosts("m1", "w1", "w2"), archive)
     return manager, workers
 
 
