@@ -110,3 +110,23 @@ def test_tasks_reach_each_other_across_nodes_and_networks_stay_apart(hosts):
     drive(a, [{**on_a[0], "peers": []}, on_a[1]])
     fdb = a.run("bridge", "fdb", "show", "dev", "vx-bluenet00000").stdout.decode()
     assert f"dst {b.ip}" not in fdb
+
+
+def test_an_internal_network_has_no_way_out(hosts):
+    a, b = hosts
+    inside = "internal0000000000000003"
+    outside = "external0000000000000004"
+    drive(a, [
+        {"network": net(inside, "inside", 4103, "10.77.3.0/24", "10.77.3.10", internal=True), "peers": []},
+        {"network": net(outside, "outside", 4104, "10.77.4.0/24", "10.77.4.10"), "peers": []},
+    ])
+    b.run("sh", "-c", "mkdir -p /tmp/ovw && echo lab > /tmp/ovw/index.html")
+    server = b.spawn(["busybox", "httpd", "-f", "-p", "8099", "-h", "/tmp/ovw"], "httpd-outside")
+    try:
+        run_task(a, "in-a", "inside", "10.77.3.20")
+        run_task(a, "out-a", "outside", "10.77.4.20")
+        wait_for_ok = [fetch(a, "out-a", f"http://{b.ip}:8099/") for _ in range(3)]
+        assert (0, "lab") in wait_for_ok, "a task of an ordinary overlay network reaches the outside"
+        assert fetch(a, "in-a", f"http://{b.ip}:8099/")[0] != 0, "a task of an internal network must not"
+    finally:
+        b.kill(server)
