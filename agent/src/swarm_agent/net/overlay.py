@@ -258,5 +258,8 @@ class Overlay:
 
 
 def _sysctl(path: str, value: str) -> None:
-    with open(f"/proc/sys/{path}", "w") as f:
-        f.write(value)
+    try:
+        with open(f"/proc/sys/{path}", "w") as f:
+            f.write(value)
+    except OSError as exc:  # a read-only /proc/sys (some containers): the network works, less tidily
+        log.warning("could not set %s to %s: %s", path.replace("/", "."), value, exc)
