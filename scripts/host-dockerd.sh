@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Starts this machine's Docker engine when none answers, and stops it again only if this script started it.
 #   host-dockerd.sh start   prints "started" or "running"
-#   host-dockerd.sh stop    prints "stopped" or "kept" (an engine this script did not start is left alone)
+#   host-dockerd.sh stop    prints "stopped", or "kept" for an engine this script did not start or that still
+#                           has containers (another sandbox's)
 # There is no systemd on the test machines, so dockerd runs in the background with a pidfile of our own.
+# It leaves the machine's iptables alone (--iptables=false): the sandbox needs neither NAT nor published
+# ports, and the rules and DROP policy dockerd would install outlive it and get in the way of other tests.
 set -euo pipefail
 
 state_dir=/run/swarm-sandbox
@@ -21,7 +24,7 @@ case "${1:-}" in
     if answers; then echo running; exit 0; fi
     mkdir -p "$state_dir"
     # setsid: the engine must outlive the ansible task (or shell) that started it.
-    setsid dockerd --pidfile /var/run/docker.pid >>"$log" 2>&1 </dev/null &
+    setsid dockerd --pidfile /var/run/docker.pid --iptables=false >>"$log" 2>&1 </dev/null &
     echo $! > "$pidfile"
     for _ in $(seq 1 120); do
       if answers; then echo started; exit 0; fi
@@ -33,6 +36,7 @@ case "${1:-}" in
     ;;
   stop)
     if ! ours; then rm -f "$pidfile"; echo kept; exit 0; fi
+    if [[ -n "$(docker -H "unix://$socket" ps -aq)" ]]; then echo kept; exit 0; fi
     pid="$(cat "$pidfile")"
     kill -TERM "$pid"
     for _ in $(seq 1 60); do
