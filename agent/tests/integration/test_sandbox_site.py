@@ -125,6 +125,39 @@ def test_site_builds_the_swarm_on_sandbox_nodes_and_changes_nothing_the_second_t
                          .split()) for n in MANAGERS + WORKERS)
     assert containers == 3
 
+    # A new agent (one more line in its source): every host installs it and restarts the agent, which adopts
+    # the running tasks: the same tasks in the same containers.
+    def web_tasks() -> list[str]:
+        """ID, node and state (without its "... ago") of web's tasks."""
+        lines = swarm("service", "ps", "web", "--filter", "desired-state=running",
+                      "--format", "{{.ID}} {{.Node}} {{.CurrentState}}").splitlines()
+        return sorted(" ".join(line.split()[:3]) for line in lines)
+
+    def agent_pids() -> dict[str, str]:
+        return {n: subprocess.run(["docker", "exec", n, "systemctl", "show", "-p", "MainPID", "--value", "swarmd"],
+                                  capture_output=True, text=True, check=True).stdout.strip() for n in MANAGERS + WORKERS}
+
+    def web_containers() -> list[str]:
+        return sorted(c for n in MANAGERS + WORKERS for c in sandbox.docker_in(
+            n, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=web").split())
+
+    tasks_before, pids_before, containers_before = web_tasks(), agent_pids(), web_containers()
+    source = sandbox.workdir / "agent"
+    shutil.copytree(REPO / "agent", source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    with (source / "src" / "swarm_agent" / "__init__.py").open("a") as init:
+        init.write("# a new version\n")
+    # The dependencies' wheels are the same; only the agent's wheel is built from the new source.
+    shutil.copytree(REPO / ".cache" / "wheelhouse" / "deps", sandbox.workdir / "wheelhouse" / "deps")
+    upgraded = sandbox.playbook("site.yml", "-e", f"agent_source={source}",
+                                "-e", f"agent_wheelhouse={sandbox.workdir / 'wheelhouse'}")
+    # the wheelhouse copied, the agent installed, the agent restarted
+    assert changed(upgraded) == {node: 3 for node in MANAGERS + WORKERS}, upgraded
+    pids_after = agent_pids()
+    assert all(pids_after[n] != pids_before[n] and pids_after[n] != "0" for n in pids_after), (pids_before, pids_after)
+    assert all(task.endswith(" Running") for task in tasks_before) and len(tasks_before) == 3, tasks_before
+    wait_for("web's tasks reported by the new agents", lambda: web_tasks() == tasks_before, timeout=60)
+    assert web_containers() == containers_before
+
     # community.docker's swarm_info and node modules against the manager socket: converge, then no change.
     ecosystem = sandbox.playbook("docker-ecosystem.yml", "--skip-tags", "service")
     assert ecosystem[manager][1] == 1, ecosystem  # the worker's new label
