@@ -10,7 +10,7 @@ suite=bookworm
 repository=swarm-sandbox/node
 cache=${SANDBOX_CACHE:-/var/tmp/swarm-test-cache}
 # Bump when the way the root filesystem is prepared changes, so that cached images are rebuilt.
-recipe=1
+recipe=2
 
 (($#)) || { echo "usage: $0 PACKAGE..." >&2; exit 2; }
 packages="$(printf '%s\n' "$@" | sort -u | paste -sd, -)"
@@ -37,6 +37,23 @@ if [[ ! -s "$archive" ]]; then
   debootstrap --variant=minbase --include="$packages" "$suite" "$root" "$mirror" >&2
   # The managers' etcd member is the agent's child; Debian's own etcd unit would hold its ports.
   chroot "$root" systemctl disable etcd.service >&2 || true
+  # Docker mounts /proc/sys read-only in a container; a VM's is writable, and the agent's data plane sets
+  # sysctls of its bridges and VXLAN devices (in the node's own network namespace).
+  cat > "$root/etc/systemd/system/proc-sys-writable.service" <<'UNIT'
+[Unit]
+Description=Writable /proc/sys, as on a VM
+DefaultDependencies=no
+Before=sysinit.target systemd-sysctl.service
+ConditionPathIsReadWrite=!/proc/sys
+
+[Service]
+Type=oneshot
+ExecStart=/bin/mount -o remount,rw /proc/sys
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+  chroot "$root" systemctl enable proc-sys-writable.service >&2
   chroot "$root" apt-get clean
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/log/*.log
   : > "$root/etc/machine-id"
@@ -49,4 +66,8 @@ else
   result=imported
 fi
 docker import -c 'CMD ["/lib/systemd/systemd"]' -c 'ENV container=docker' "$archive" "$tag" >/dev/null
+# Images and archives (180 MB each) of other package lists or recipes are removed; an image that nodes
+# still use stays until they are gone.
+find "$cache" -maxdepth 1 -name 'sandbox-node-*.tar.gz' ! -name "${archive##*/}" -delete
+docker images --format '{{.Repository}}:{{.Tag}}' "$repository" | grep -vxF "$tag" | xargs -r docker rmi >/dev/null 2>&1 || true
 echo "$tag $result"
