@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PYTEST := .venv/bin/pytest
 
-.PHONY: setup test unit integration demo
+.PHONY: setup test unit integration demo sandbox site sandbox-absent
 
 setup:
 	scripts/setup.sh
@@ -19,3 +19,15 @@ integration: setup
 
 demo: setup
 	scripts/demo.sh
+
+# Sandbox nodes (containers with systemd and their own engine) on this machine, then the cluster on them.
+ANSIBLE_PLAYBOOK := .venv/bin/ansible-playbook
+
+sandbox: setup
+	$(ANSIBLE_PLAYBOOK) playbooks/sandbox.yml
+
+site: sandbox
+	$(ANSIBLE_PLAYBOOK) -i inventories/sandbox playbooks/site.yml
+
+sandbox-absent: setup
+	$(ANSIBLE_PLAYBOOK) playbooks/sandbox.yml -e state=absent

@@ -14,6 +14,7 @@ packages=(
   busybox-static                 # the test workload image is built from it
   python3 python3-venv           # the agent's virtualenv
   make ca-certificates curl      # curl: tests and the demo call published ports
+  debootstrap                    # the sandbox nodes' image (playbooks/sandbox.yml)
 )
 
 missing=()

@@ -22,7 +22,6 @@ from harness.image import BUSYBOX, busybox_image
 
 log = logging.getLogger(__name__)
 
-IMAGE_CACHE = Path("/var/tmp/swarm-test-cache")
 STRICT = os.environ.get("SWARM_TEST_STRICT") == "1"
 
 _ENGINE_PARTS = (DOCKERD, CONTAINERD, DOCKER_CLI, "runc", "nsenter", "ip", "iptables")
@@ -111,7 +110,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
 @pytest.fixture(scope="session")
 def busybox() -> tuple[str, Path]:
     """(image name, `docker save` archive) of the test image; load it with `host.load_image(archive)`."""
-    return busybox_image(IMAGE_CACHE)
+    return busybox_image()
 
 
 @pytest.fixture

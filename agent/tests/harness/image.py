@@ -19,6 +19,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 IMAGE = "local/busybox:1"
+# Shared by the tests, the demo, the benchmarks and the sandbox playbook, so the archive is built once.
+CACHE_DIR = Path("/var/tmp/swarm-test-cache")
 BUSYBOX = Path("/usr/bin/busybox")
 APPLETS = (
     "sh", "httpd", "sleep", "nslookup", "wget", "cat", "echo", "ls", "ps", "hostname", "true", "false",
@@ -96,7 +98,7 @@ def _save_archive(layer: bytes) -> bytes:
     return out.getvalue()
 
 
-def busybox_image(cache_dir: Path) -> tuple[str, Path]:
+def busybox_image(cache_dir: Path = CACHE_DIR) -> tuple[str, Path]:
     """Return (image name, path of its `docker save` archive), building the archive once per busybox binary."""
     busybox = BUSYBOX.read_bytes()
     key = hashlib.sha256(busybox + LAYOUT_VERSION.encode() + "\0".join(APPLETS).encode()).hexdigest()[:16]
