@@ -194,7 +194,13 @@ class Manager:
         await self.store.create(node)
         result = self.credentials(node_id, role, cert)
         if role == "manager":
-            result["etcd_initial_cluster"] = await self.add_member(node_id, ip)
+            try:
+                result["etcd_initial_cluster"] = await self.add_member(node_id, ip)
+            except BaseException:
+                # The join failed (etcd refused another member, say): no node record may stay behind.
+                await self.store.delete(node, check_version=False)
+                log.warning("node %s (%s) could not join as manager: its etcd member was refused", node_id, hostname)
+                raise
         log.info("node %s (%s) joined as %s from %s", node_id, hostname, role, ip)
         return result
 
