@@ -155,7 +155,14 @@ def test_site_builds_the_swarm_on_sandbox_nodes_and_changes_nothing_the_second_t
     pids_after = agent_pids()
     assert all(pids_after[n] != pids_before[n] and pids_after[n] != "0" for n in pids_after), (pids_before, pids_after)
     assert all(task.endswith(" Running") for task in tasks_before) and len(tasks_before) == 3, tasks_before
-    wait_for("web's tasks reported by the new agents", lambda: web_tasks() == tasks_before, timeout=60)
+    try:
+        wait_for("web's tasks reported by the new agents", lambda: web_tasks() == tasks_before, timeout=60)
+    except AssertionError:
+        logs = {n: subprocess.run(["docker", "exec", n, "journalctl", "-u", "swarmd", "--no-pager", "-n", "80"],
+                                  capture_output=True, text=True).stdout for n in MANAGERS + WORKERS}
+        # Say what moved, and what each agent logged while restarting.
+        raise AssertionError(f"web's tasks before the upgrade: {tasks_before}\nnow:\n{swarm('service', 'ps', 'web')}\n"
+                             f"{swarm('node', 'ls')}\n" + "\n".join(f"== {n}\n{l}" for n, l in logs.items())) from None
     assert web_containers() == containers_before
 
     # community.docker's swarm_info and node modules against the manager socket: converge, then no change.
