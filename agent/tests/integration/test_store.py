@@ -128,3 +128,14 @@ async def test_gossip_keyring_is_made_once_and_rotated_newest_first_keeping_thre
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_address_claims_report_exactly_the_ones_somebody_else_holds(store):
+    from swarm_agent.store.state import address_key
+
+    first = {address_key("n", "10.0.0.2"): "task:a", address_key("n", "10.0.0.3"): "task:b"}
+    assert await store.claim_addresses(first) == set()
+    second = {address_key("n", "10.0.0.3"): "task:c", address_key("n", "10.0.0.4"): "task:d"}
+    assert await store.claim_addresses(second) == {address_key("n", "10.0.0.3")}
+    assert (await store.etcd.get(address_key("n", "10.0.0.4"))).value == b"task:d", "the free one is taken"
+    assert (await store.etcd.get(address_key("n", "10.0.0.3"))).value == b"task:b", "the held one stays"

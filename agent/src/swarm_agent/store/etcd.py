@@ -185,7 +185,7 @@ class EtcdClient:
         return int(data["header"]["revision"])
 
     async def delete_prefix(self, prefix: str) -> None:
-        await self.call("/v3/kv/deleterange", {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))})
+        await self.call("/v3/kv/deleterange", op_delete_prefix(prefix)["request_delete_range"])
 
     async def txn(
         self,

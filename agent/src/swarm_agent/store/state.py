@@ -27,7 +27,7 @@ import asyncio
 import itertools
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -68,6 +68,8 @@ TABLES: dict[type, str] = {
 MAX_TXN_OPS = 128
 
 M = TypeVar("M", bound=Wire)
+GuardedOp = tuple[dict[str, Any], dict[str, Any]]
+"""A compare and the operation it guards, in the etcd gateway's shape."""
 
 _STAMPS = itertools.count(1)
 
@@ -250,38 +252,35 @@ class Store:
         retried one object at a time so that one stale object does not hold
         back the rest. Returns how many writes were refused as stale.
         """
-        ops: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        ops: list[GuardedOp] = []
         for obj in creates:
             ops.append((cmp_absent(key_of(obj)), op_put(key_of(obj), encode(obj))))
         for obj in updates:
             ops.append((cmp_mod(key_of(obj), obj.Version.Index), op_put(key_of(obj), encode(obj))))  # type: ignore[attr-defined]
         for obj in deletes:
             ops.append((cmp_mod(key_of(obj), obj.Version.Index), op_delete(key_of(obj))))  # type: ignore[attr-defined]
-        refused = 0
+        return len(await self._guarded(ops))
+
+    async def _guarded(self, ops: Sequence[GuardedOp]) -> set[int]:
+        """Run (guard, op) pairs in few transactions; a batch that fails its guards is retried one pair at a
+        time, so that one stale pair does not hold back the rest. Returns the indexes of the refused pairs."""
+        refused: set[int] = set()
         for start in range(0, len(ops), MAX_TXN_OPS // 2):
             chunk = ops[start : start + MAX_TXN_OPS // 2]
             ok, _, _ = await self.etcd.txn([c for c, _ in chunk], [o for _, o in chunk])
             if ok:
                 continue
-            for guard, op in chunk:
+            for offset, (guard, op) in enumerate(chunk):
                 one_ok, _, _ = await self.etcd.txn([guard], [op])
-                refused += not one_ok
+                if not one_ok:
+                    refused.add(start + offset)
         return refused
 
     async def claim_addresses(self, claims: dict[str, str]) -> set[str]:
         """Take address keys (``address_key`` -> owner); returns the keys that were taken by somebody else."""
-        lost: set[str] = set()
-        items = list(claims.items())
-        for start in range(0, len(items), MAX_TXN_OPS):
-            chunk = items[start : start + MAX_TXN_OPS]
-            ok, _, _ = await self.etcd.txn([cmp_absent(k) for k, _ in chunk], [op_put(k, v) for k, v in chunk])
-            if ok:
-                continue
-            for key, owner in chunk:
-                one_ok, _, _ = await self.etcd.txn([cmp_absent(key)], [op_put(key, owner)])
-                if not one_ok:
-                    lost.add(key)
-        return lost
+        keys = list(claims)
+        refused = await self._guarded([(cmp_absent(k), op_put(k, claims[k])) for k in keys])
+        return {keys[i] for i in refused}
 
     async def release(self, keys: Iterable[str]) -> None:
         """Delete claim keys (addresses of gone tasks and nodes)."""
