@@ -88,7 +88,7 @@ async def endpoint_for(
     mgr: "Manager", spec: ServiceSpec, service_id: str, previous: ServiceEndpoint | None = None
 ) -> ServiceEndpoint:
     """The endpoint with its published ports resolved (given ones checked, missing ingress ones assigned)
-    and its virtual IPs allocated."""
+    and its virtual IPs allocated against the cache, which the caller has brought up to date."""
     try:
         ports = allocate(
             spec.EndpointSpec.Ports or [], await mgr.store.ingress_ports(), service_id,
@@ -96,7 +96,6 @@ async def endpoint_for(
         )
     except PortInUse as exc:
         raise BadRequest(f"EndpointSpec.Ports: {exc}") from None
-    await mgr.cache.barrier()
     vips = virtual_ips(spec, any(p.PublishMode == "ingress" for p in ports), mgr.cache.state, previous)
     return ServiceEndpoint(Spec=spec.EndpointSpec, Ports=ports or None, VirtualIPs=vips or None)
 

@@ -80,11 +80,12 @@ class Allocator:
             book = self._books[network.ID] = AddressBook(network.Subnet, network.Gateway)
         return book
 
-    def _take(self, network: Network, state: Snapshot, claims: dict[str, str], owner: str) -> str:
-        taken = state.addresses.get(network.ID, {}).keys() | {
-            k.rsplit("/", 1)[1] for k in claims if k.startswith(address_key(network.ID, ""))
-        }
-        ip = self._book(network).take(taken)
+    def _take(self, network: Network, state: Snapshot, claims: dict[str, str], pending: dict[str, set[str]],
+              owner: str) -> str:
+        """An address of ``network`` held by nobody, nor by the claims of this pass (``pending``, by network)."""
+        fresh = pending.setdefault(network.ID, set())
+        ip = self._book(network).take(state.addresses.get(network.ID, {}), fresh)
+        fresh.add(ip)
         claims[address_key(network.ID, ip)] = owner
         return ip
 
@@ -94,6 +95,7 @@ class Allocator:
         A task whose network has no address left gets none there and is logged; it still runs on its others.
         """
         claims: dict[str, str] = {}
+        pending: dict[str, set[str]] = {}
         for task in tasks:
             service = state.services.get(task.ServiceID)
             if service is None:
@@ -101,7 +103,7 @@ class Allocator:
             attachments = []
             for network, aliases in service_networks(service, state.networks):
                 try:
-                    ip = self._take(network, state, claims, f"task:{task.ID}")
+                    ip = self._take(network, state, claims, pending, f"task:{task.ID}")
                 except ValueError as exc:
                     log.error("task %s gets no address on network %s: %s", task.ID, network.Spec.Name, exc)
                     continue
@@ -116,6 +118,7 @@ class Allocator:
         """Addresses for nodes that run a live task on a network where they have none yet, and on the ingress
         network for every node once some service publishes an ingress port (every node serves those)."""
         claims: dict[str, str] = {}
+        pending: dict[str, set[str]] = {}
         wanted: set[tuple[str, str]] = set()
         ingress = ingress_network(state.networks.values())
         if ingress is not None and any(publishes_ingress(s) for s in state.services.values()):
@@ -130,7 +133,7 @@ class Allocator:
             if network_id in state.node_networks.get(node_id, {}) or network is None or node_id not in state.nodes:
                 continue
             try:
-                self._take(network, state, claims, f"node:{node_id}")
+                self._take(network, state, claims, pending, f"node:{node_id}")
             except ValueError as exc:
                 log.error("node %s gets no address on network %s: %s", node_id, network.Spec.Name, exc)
         return claims

@@ -109,13 +109,14 @@ class AddressBook:
         self.reserved = {ipaddress.ip_address(gateway)}
         self.cursor = int(self.net.network_address)
 
-    def take(self, taken: Collection[str]) -> str:
+    def take(self, *taken: Collection[str]) -> str:
+        """The next free address after the cursor: in none of ``taken`` and not reserved."""
         first, last = int(self.net.network_address) + 1, int(self.net.broadcast_address) - 1
         span = last - first + 1
         start = self.cursor + 1
         for step in range(span):
             candidate = ipaddress.IPv4Address(first + (start - first + step) % span)
-            if candidate in self.reserved or str(candidate) in taken:
+            if candidate in self.reserved or any(str(candidate) in t for t in taken):
                 continue
             self.cursor = int(candidate)
             return str(candidate)

@@ -98,17 +98,17 @@ class Overlay:
             return int(link.get("IFLA_MTU") or link.get_attr("IFLA_MTU"))
         raise OverlayError(f"no interface holds the underlay address {self.underlay_ip}")
 
+    def _named(self, name: str) -> dict[str, Any] | None:
+        """The engine's network called exactly ``name`` (the engine's name filter also matches parts of names)."""
+        return next((n for n in self._api.networks(names=[name]) if n.get("Name") == name), None)
+
     def _docker_network(self, net: LocalNetwork) -> dict[str, Any] | None:
-        for candidate in self._api.networks(names=[net.name]):
-            if candidate.get("Name") != net.name:
-                continue
-            labels = candidate.get("Labels") or {}
-            if labels.get(LABEL_NETWORK_ID) != net.network_id:
-                raise OverlayError(
-                    f"the engine already has a network named {net.name} that is not swarm network {net.network_id}"
-                )
-            return candidate
-        return None
+        candidate = self._named(net.name)
+        if candidate is not None and (candidate.get("Labels") or {}).get(LABEL_NETWORK_ID) != net.network_id:
+            raise OverlayError(
+                f"the engine already has a network named {net.name} that is not swarm network {net.network_id}"
+            )
+        return candidate
 
     def ensure(self, net: LocalNetwork) -> str:
         """Build (or adopt) the network here; returns the engine's network name to attach containers to."""
@@ -174,9 +174,9 @@ class Overlay:
         index = self._index(vxlan_name(network_id))
         if index is not None:
             self._ipr.link("del", index=index)
-        for candidate in self._api.networks(names=[name]):
-            if (candidate.get("Labels") or {}).get(LABEL_NETWORK_ID) == network_id:
-                self._api.remove_network(candidate["Id"])
+        candidate = self._named(name)
+        if candidate is not None and (candidate.get("Labels") or {}).get(LABEL_NETWORK_ID) == network_id:
+            self._api.remove_network(candidate["Id"])
         log.info("overlay network %s (%s) removed from this node", name, network_id)
 
     def local_networks(self) -> dict[str, str]:

@@ -42,14 +42,15 @@ class NodeNetwork:
         keys = tuple(base64.b64decode(k) for k in gossip_info.get("keys") or ())
         if not keys:
             return
+        managers = [m.rsplit(":", 1)[0] for m in message.get("managers") or []]
         if self.dataplane is None:
-            await self._start(keys, [m.rsplit(":", 1)[0] for m in message.get("managers") or []])
+            await self._start(keys, managers)
         else:
             if keys != self._keys:
                 self.dataplane.gossip.set_keyring(Keyring(keys))
             if not any(m.state == "alive" and m.node_id != self.node_id for m in self.dataplane.gossip.members()):
                 # Alone in gossip (the managers were unreachable at start, or we were cut off): try again.
-                await self._join([m.rsplit(":", 1)[0] for m in message.get("managers") or []])
+                await self._join(managers)
         self._keys = keys
         assert self.dataplane is not None
         self.dataplane.set_networks(message.get("networks") or [])

@@ -228,6 +228,10 @@ class WorkerSession:
             except Exception:
                 log.exception("node %s: reconcile failed", self.node_id)
 
+    def _service_name(self, task: Task) -> str:
+        # A task's name is "SERVICE.SLOT" (or "SERVICE.NODE"): the fallback when the managers sent no name.
+        return self.service_names.get(task.ServiceID) or task.Name.rsplit(".", 1)[0]
+
     def report_down(self, node_id: str) -> None:
         """Gossip found ``node_id`` dead: tell the managers with the next status report."""
         self._down.add(node_id)
@@ -253,8 +257,7 @@ class WorkerSession:
             seen = observed.get(task.ID)
             if self.network is not None:
                 if task.DesiredState == TaskState.RUNNING and seen is not None and seen.state == TaskState.RUNNING:
-                    self.network.publish(task, self.service_names.get(task.ServiceID) or task.Name.rsplit(".", 1)[0],
-                                         self.endpoints.get(task.ServiceID))
+                    self.network.publish(task, self._service_name(task), self.endpoints.get(task.ServiceID))
                 else:
                     await self.network.withdraw(task.ID)
             if task.DesiredState in (TaskState.RUNNING, TaskState.COMPLETE):  # complete: a job's task
@@ -274,7 +277,7 @@ class WorkerSession:
 
         async def start(task: Task) -> None:
             async with gate:
-                name = self.service_names.get(task.ServiceID) or task.Name.rsplit(".", 1)[0]
+                name = self._service_name(task)
                 networks, resolvers = [], []
                 if self.network is not None:
                     ready = await self.network.prepare(task)
