@@ -126,29 +126,33 @@ class Membership:
         outcome = self._set(Member(message.node, message.address, message.port, "alive", message.incarnation), now)
         return replace(outcome, rebroadcast=message)
 
-    def apply_suspect(self, message: Suspect, now: float) -> Outcome:
+    def _unaccusable(self, message: Suspect | Dead) -> Outcome | None:
+        """The answer to a suspicion or death that changes nothing here (an unknown or stale member, one already
+        dead or gone) or that names this node (which refutes); None when the accusation applies."""
         record = self._records.get(message.node)
         if record is None or message.incarnation < record.member.incarnation:
             return Outcome()
-        member = record.member
-        if member.state in ("dead", "left"):
+        if record.member.state in ("dead", "left"):
             return Outcome()
         if message.node == self.node_id:
             return Outcome(refute=self.refute(message.incarnation))
+        return None
+
+    def apply_suspect(self, message: Suspect, now: float) -> Outcome:
+        unaccusable = self._unaccusable(message)
+        if unaccusable is not None:
+            return unaccusable
+        member = self._records[message.node].member
         if member.state == "suspect":
             return Outcome(confirmation_from=message.source)
         outcome = self._set(replace(member, state="suspect", incarnation=message.incarnation), now)
         return replace(outcome, rebroadcast=message)
 
     def apply_dead(self, message: Dead, now: float) -> Outcome:
-        record = self._records.get(message.node)
-        if record is None or message.incarnation < record.member.incarnation:
-            return Outcome()
-        member = record.member
-        if member.state in ("dead", "left"):
-            return Outcome()
-        if message.node == self.node_id:
-            return Outcome(refute=self.refute(message.incarnation))
+        unaccusable = self._unaccusable(message)
+        if unaccusable is not None:
+            return unaccusable
+        member = self._records[message.node].member
         state: MemberStateName = "left" if message.source == message.node else "dead"
         outcome = self._set(replace(member, state=state, incarnation=message.incarnation), now)
         return replace(outcome, rebroadcast=message)
