@@ -12,7 +12,6 @@ Run as root from the repository root: ``.venv/bin/python bench/mesh_failover.py 
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -21,17 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent" / "tests"))
 
-from harness.cluster import running_tasks, start_cluster, wait_for  # noqa: E402
+from harness.cluster import HOSTNAME_WEB, http_get, running_tasks, start_cluster, wait_for  # noqa: E402
 from harness.hosts import Lab  # noqa: E402
 from harness.image import busybox_image  # noqa: E402
 
-WEB = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
-
-
 def request(ip: str) -> tuple[bool, float]:
     start = time.monotonic()
-    done = subprocess.run(["curl", "-s", "-m", "1", f"http://{ip}:8080/"], capture_output=True)
-    return done.returncode == 0, time.monotonic() - start
+    answered = http_get(ip, 8080, timeout=1) is not None
+    return answered, time.monotonic() - start
 
 
 def one_run() -> tuple[list[float], float, float]:
@@ -41,7 +37,7 @@ def one_run() -> tuple[list[float], float, float]:
         nodes = start_cluster(lab.add_hosts("m1", "w1", "w2", "w3"), archive, drain_manager=True)
         manager, workers = nodes[0], nodes[1:]
         manager.docker("service", "create", "--detach", "--name", "web", "--replicas", "3",
-                       "--publish", "published=8080,target=80", image, *WEB)
+                       "--publish", "published=8080,target=80", image, *HOSTNAME_WEB)
         wait_for("3 running", lambda: len(running_tasks(manager, "web")) == 3, timeout=120)
         wait_for("8080 on every node", lambda: all(request(n.host.ip)[0] for n in nodes), timeout=60)
 

@@ -16,13 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent" / "tests"))
 
-from harness.cluster import SwarmNode, wait_for  # noqa: E402
+from harness.cluster import HOSTNAME_WEB, SwarmNode, http_get, wait_for  # noqa: E402
 from harness.hosts import Lab  # noqa: E402
 from harness.image import busybox_image  # noqa: E402
 
 WEB = ["httpd", "-f", "-p", "80", "-h", "/"]
-# Answers with its hostname (the container's short ID), so a client sees which task it reached.
-HOSTNAME_WEB = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
 
 
 def say(text: str) -> None:
@@ -50,11 +48,6 @@ def condense(output: str) -> str:
             continue
         keep.append(line)
     return "\n".join(keep)
-
-
-def curl(ip: str, port: int) -> str | None:
-    done = subprocess.run(["curl", "-s", "-m", "2", f"http://{ip}:{port}/"], capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def running(manager: SwarmNode, service: str) -> int:
@@ -113,8 +106,8 @@ def main() -> None:
                  and running(manager, "client") == 1, timeout=120)
         run(manager, "network", "ls")
         for node in nodes:
-            wait_for(f"8080 on {node.name}", lambda: curl(node.host.ip, 8080) is not None, timeout=60)
-            answers = sorted({curl(node.host.ip, 8080) or "(failed)" for _ in range(12)})
+            wait_for(f"8080 on {node.name}", lambda: http_get(node.host.ip, 8080) is not None, timeout=60)
+            answers = sorted({http_get(node.host.ip, 8080) or "(failed)" for _ in range(12)})
             print(f"  curl http://{node.host.ip}:8080/ (x12) answered by tasks: {', '.join(answers)}")
         say("Service discovery from a task on mynet: the name gives the VIP, tasks.NAME the tasks")
         holder, container = next((n, c) for n in nodes for c in n.host.docker(

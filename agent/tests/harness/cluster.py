@@ -197,3 +197,20 @@ def start_cluster(hosts: list[Host], archive: Path, *, tags: tuple[str, ...] = (
     wait_for(f"{len(nodes)} nodes Ready",
              lambda: manager.docker("node", "ls", "--format", "{{.Status}}").stdout.split().count("Ready") == len(nodes))
     return nodes
+
+
+# A web task that answers with its hostname (its container's short ID), so a client sees which task it reached.
+HOSTNAME_WEB = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+
+
+def http_get(ip: str, port: int, timeout: float = 2) -> str | None:
+    """GET http://ip:port/ from this (the lab's root) namespace: the body, or None when the request fails."""
+    done = subprocess.run(["curl", "-s", "-m", str(timeout), f"http://{ip}:{port}/"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def fetch_in(host: Host, container: str, url: str) -> tuple[int, str]:
+    """GET ``url`` from inside a container of ``host``'s engine: (exit code, body)."""
+    # busybox's own wget -T crashes; timeout(1) bounds it instead.
+    done = host.docker("exec", container, "timeout", "5", "wget", "-q", "-O", "-", url, check=False)
+    return done.returncode, done.stdout.decode().strip()

@@ -14,12 +14,11 @@ import time
 
 import pytest
 
-from harness.cluster import SwarmNode, running_tasks, start_cluster, wait_for
+from harness.cluster import HOSTNAME_WEB, SwarmNode, fetch_in, http_get, running_tasks, start_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
-# Each task answers with its hostname (its container's short ID, as in Swarm), so answers tell tasks apart.
-WEB = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+WEB = HOSTNAME_WEB
 IMAGE = "local/busybox:1"
 
 
@@ -28,15 +27,6 @@ def cluster(lab, busybox):
     _, archive = busybox
     manager, *workers = start_cluster(lab.add_hosts("m1", "w1", "w2"), archive)
     return manager, workers
-
-
-def http_get(ip: str, port: int) -> str | None:
-    done = subprocess.run(["curl", "-s", "-m", "2", f"http://{ip}:{port}/"], capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def in_task(node: SwarmNode, container: str, *argv: str) -> subprocess.CompletedProcess:
-    return node.host.docker("exec", container, *argv, check=False)
 
 
 def task_container(nodes: list[SwarmNode], service: str) -> tuple[SwarmNode, str]:
@@ -49,7 +39,7 @@ def task_container(nodes: list[SwarmNode], service: str) -> tuple[SwarmNode, str
 
 
 def resolve(node: SwarmNode, container: str, name: str) -> set[str]:
-    out = in_task(node, container, "nslookup", name).stdout.decode()
+    out = node.host.docker("exec", container, "nslookup", name, check=False).stdout.decode()
     # busybox nslookup prints the server first, then "Name: ... Address: ..." lines for the answer.
     answer = out.split("Name:", 1)[1] if "Name:" in out else ""
     return set(re.findall(r"Address(?: \d+)?:\s*(\d+\.\d+\.\d+\.\d+)", answer))
@@ -101,12 +91,12 @@ def test_overlay_mesh_and_discovery(cluster):
     assert resolve(host, client, "tasks.web") == web_ips
     rr_ips = {a["Addresses"][0].split("/")[0] for t in running_tasks(manager, "rr") for a in t["NetworksAttachments"]}
     assert resolve(host, client, "rr") == rr_ips, "a dnsrr service resolves to its tasks' addresses"
-    answers = {in_task(host, client, "timeout", "5", "wget", "-q", "-O", "-", "http://web/").stdout.decode().strip()
+    answers = {fetch_in(host.host, client, "http://web/")[1]
                for _ in range(30)}
     assert answers == names, "requests to the VIP reach every task"
     # Isolation: nothing of the other network is reachable, or even named.
     stranger = running_tasks(manager, "stranger")[0]["NetworksAttachments"][0]["Addresses"][0].split("/")[0]
-    assert in_task(host, client, "timeout", "5", "wget", "-q", "-O", "-", f"http://{stranger}/").returncode != 0
+    assert fetch_in(host.host, client, f"http://{stranger}/")[0] != 0
     assert resolve(host, client, "stranger") == set()
 
     # A node running a web task dies: the other nodes' mesh and DNS let go of its tasks.
@@ -191,10 +181,10 @@ def test_stack_deploy_ls_ps_services_rm(cluster, tmp_path):
     for node in (manager, *workers):
         wait_for(f"8081 on {node.name}", lambda: http_get(node.host.ip, 8081) is not None, timeout=60)
     host, front = task_container([manager, *workers], "demo_front")
-    got = in_task(host, front, "timeout", "5", "wget", "-q", "-O", "-", "http://db/").stdout.decode().strip()
+    got = fetch_in(host.host, front, "http://db/")[1]
     assert got == "store"
     host, probe = task_container([manager, *workers], "demo_probe")
-    assert in_task(host, probe, "timeout", "5", "wget", "-q", "-O", "-", "http://front/").returncode == 0
+    assert fetch_in(host.host, probe, "http://front/")[0] == 0
     assert resolve(host, probe, "store") == set() and resolve(host, probe, "db") == set()
 
     # Host mode: the port answers only on the node that runs the task.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.cluster import fetch_in
 from harness.hosts import Lab
 from harness.image import busybox_image
 
@@ -65,12 +66,6 @@ def run_task(host, name: str, network: str, ip: str) -> None:
                 "sh", "-c", f"mkdir -p /www && echo {name} > /www/index.html && httpd -f -p 80 -h /www")
 
 
-def fetch(host, container: str, url: str) -> tuple[int, str]:
-    # busybox's own wget -T crashes; timeout(1) bounds it instead.
-    done = host.docker("exec", container, "timeout", "5", "wget", "-q", "-O", "-", url, check=False)
-    return done.returncode, done.stdout.decode().strip()
-
-
 def test_tasks_reach_each_other_across_nodes_and_networks_stay_apart(hosts):
     a, b = hosts
     blue = "bluenet000000000000000001"
@@ -92,11 +87,11 @@ def test_tasks_reach_each_other_across_nodes_and_networks_stay_apart(hosts):
     run_task(b, "blue-b", "blue", "10.77.1.21")
     run_task(b, "red-b", "red", "10.77.2.21")
 
-    code, body = fetch(a, "blue-a", "http://10.77.1.21/")
+    code, body = fetch_in(a, "blue-a", "http://10.77.1.21/")
     assert (code, body) == (0, "blue-b"), "a task reaches a task of its network on another node"
-    code, body = fetch(b, "blue-b", "http://10.77.1.20/")
+    code, body = fetch_in(b, "blue-b", "http://10.77.1.20/")
     assert (code, body) == (0, "blue-a")
-    code, _ = fetch(a, "blue-a", "http://10.77.2.21/")
+    code, _ = fetch_in(a, "blue-a", "http://10.77.2.21/")
     assert code != 0, "a task must not reach a task of another overlay network"
     # Each node answers for the VIP itself: its own bridge holds it, and ARP for it does not cross VXLAN.
     for host, container in ((a, "blue-a"), (b, "blue-b")):
@@ -125,8 +120,8 @@ def test_an_internal_network_has_no_way_out(hosts):
     try:
         run_task(a, "in-a", "inside", "10.77.3.20")
         run_task(a, "out-a", "outside", "10.77.4.20")
-        wait_for_ok = [fetch(a, "out-a", f"http://{b.ip}:8099/") for _ in range(3)]
+        wait_for_ok = [fetch_in(a, "out-a", f"http://{b.ip}:8099/") for _ in range(3)]
         assert (0, "lab") in wait_for_ok, "a task of an ordinary overlay network reaches the outside"
-        assert fetch(a, "in-a", f"http://{b.ip}:8099/")[0] != 0, "a task of an internal network must not"
+        assert fetch_in(a, "in-a", f"http://{b.ip}:8099/")[0] != 0, "a task of an internal network must not"
     finally:
         b.kill(server)
