@@ -59,6 +59,12 @@ def attach_networks(spec: ServiceSpec, state: "Snapshot") -> None:
     spec.TaskTemplate.Networks = resolved or None
 
 
+def uses_networks(spec: ServiceSpec) -> bool:
+    """The spec names networks or publishes on the ingress network: its endpoint needs the networks' state."""
+    return bool(spec.TaskTemplate.Networks or spec.Networks
+                or any(p.PublishMode == "ingress" for p in spec.EndpointSpec.Ports or []))
+
+
 def virtual_ips(
     spec: ServiceSpec, ports_published: bool, state: "Snapshot", previous: ServiceEndpoint | None
 ) -> list[EndpointVirtualIP]:
@@ -177,7 +183,10 @@ async def create_service(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
     spec: ServiceSpec = await read_model(request, ServiceSpec, "service spec")
     check_supported(spec)
-    await mgr.cache.barrier()
+    if uses_networks(spec):
+        # Read-your-writes for the networks (a stack creates them just before its services); a service on
+        # none needs no cache, and the barrier's wait on a busy store is most of a create's latency.
+        await mgr.cache.barrier()
     attach_networks(spec, mgr.cache.state)
     service_id = new_node_id()
     if not spec.Name:
