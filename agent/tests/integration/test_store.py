@@ -139,3 +139,36 @@ async def test_address_claims_report_exactly_the_ones_somebody_else_holds(store)
     assert await store.claim_addresses(second) == {address_key("n", "10.0.0.3")}
     assert (await store.etcd.get(address_key("n", "10.0.0.4"))).value == b"task:d", "the free one is taken"
     assert (await store.etcd.get(address_key("n", "10.0.0.3"))).value == b"task:b", "the held one stays"
+
+
+async def test_control_loop_waits_for_its_own_writes_behind_a_lagging_cache(store, monkeypatch):
+    """A busy manager's watch can lag its writes by seconds: the orchestrator must not create a service's
+    tasks again because the cache does not show them yet."""
+    from types import SimpleNamespace
+
+    from swarm_agent.manager import control
+
+    advance = Cache._advance
+
+    async def lagging(self, revision):
+        await asyncio.sleep(0.5)
+        await advance(self, revision)
+
+    replicated = service("s1", "web")
+    replicated.Spec.Mode.Replicated.Replicas = 200  # written in several transactions
+    await store.create(replicated)
+    cache = Cache(store.etcd)
+    runner = asyncio.create_task(cache.run())
+    try:
+        await cache.ready()
+        monkeypatch.setattr(Cache, "_advance", lagging)
+        monkeypatch.setattr(control, "BATCH_WINDOW", 0.0)
+        loop = asyncio.create_task(control.ControlLoop(SimpleNamespace(store=store, cache=cache)).run())
+        await asyncio.sleep(4)  # several ticks, each woken by a change of its own
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        tasks = [t for t in await store.list(Task) if t.ServiceID == "s1"]
+        assert sorted(t.Slot for t in tasks) == list(range(1, 201))
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)

@@ -128,6 +128,9 @@ class EtcdClient:
         self._ssl = ssl_context
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        # The newest store revision any answer has shown this client: a reader that must see its own writes
+        # (and whatever it has already read) waits for its cache to reach this.
+        self.seen_revision = 0
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -152,6 +155,8 @@ class EtcdClient:
                     if resp.status != 200:
                         raise EtcdError(f"etcd {path}: {data.get('message') or data.get('error') or resp.status}")
                     self._current = (self._current + attempt) % len(self.endpoints)
+                    header = data.get("header") or {}
+                    self.seen_revision = max(self.seen_revision, int(header.get("revision", 0)))
                     return data
             except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
                 log.debug("etcd endpoint %s failed on %s: %s", endpoint, path, exc)

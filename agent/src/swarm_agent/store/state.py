@@ -467,12 +467,18 @@ class Cache:
                 pass
             return self.revision
 
-    async def barrier(self, timeout: float = 2.0) -> None:
-        """Wait until the cache holds every write etcd had acknowledged when this was called."""
-        await self.ready()
-        target = await self.etcd.revision()
+    async def reach(self, target: int, timeout: float) -> bool:
+        """Wait until the cache holds revision ``target``; False if it did not within ``timeout``."""
         async with self._changed:
             try:
                 await asyncio.wait_for(self._changed.wait_for(lambda: self.revision >= target), timeout)
             except asyncio.TimeoutError:
-                log.warning("cache at revision %d did not reach %d within %.1fs", self.revision, target, timeout)
+                return False
+            return True
+
+    async def barrier(self, timeout: float = 2.0) -> None:
+        """Wait until the cache holds every write etcd had acknowledged when this was called."""
+        await self.ready()
+        target = await self.etcd.revision()
+        if not await self.reach(target, timeout):
+            log.warning("cache at revision %d did not reach %d within %.1fs", self.revision, target, timeout)
