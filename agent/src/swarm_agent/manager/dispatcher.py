@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from .. import tokens
 from ..api.app import Route, agent_of, caller_of, json_response, read_model
 from ..api.errors import ApiError, BadRequest, Forbidden, NotFound
-from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, TaskStatus, now
+from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, TaskState, TaskStatus, now
 from ..store.state import DOWN_REPORTS, SESSIONS, Conflict
 from .allocator import swarm_network_object
 
@@ -197,6 +197,20 @@ def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
     }
 
 
+def _what_the_node_acts_on(assignment: dict[str, Any]) -> dict[str, Any]:
+    """The assignment without what changes each time the node reports a task's progress.
+
+    A node needs its tasks' specs, desired states and whether the managers hold a task as ended; echoing
+    every state it reported itself (accepted, preparing, starting, running) back to it was most of a busy
+    manager's work, as SwarmKit's dispatcher also found (it compares tasks without their status)."""
+    tasks = [
+        {**{k: v for k, v in task.items() if k not in ("Status", "Version", "UpdatedAt")},
+         "Ended": TaskState(task["Status"]["State"]).terminal}
+        for task in assignment["tasks"]
+    ]
+    return {**assignment, "tasks": tasks}
+
+
 async def assignments(request: web.Request) -> web.StreamResponse:
     """A stream of the node's full assignment set, one JSON document per line, sent whenever it changes."""
     mgr = manager_of(request)
@@ -215,10 +229,10 @@ async def assignments(request: web.Request) -> web.StreamResponse:
             # Most changes concern other nodes: recompute only when this node's inputs moved.
             if stamp != last_stamp:
                 last_stamp = stamp
-                encoded = json.dumps(_assignment(mgr, node_id), sort_keys=True).encode()
-                digest = hashlib.sha256(encoded).hexdigest()
+                assignment = _assignment(mgr, node_id)
+                digest = hashlib.sha256(json.dumps(_what_the_node_acts_on(assignment), sort_keys=True).encode()).hexdigest()
                 if digest != last_digest:
-                    await response.write(encoded + b"\n")
+                    await response.write(json.dumps(assignment, sort_keys=True).encode() + b"\n")
                     last_digest, last_write = digest, loop.time()
             if loop.time() - last_write >= period:
                 # An empty line now and then tells both ends the stream is alive.

@@ -220,19 +220,20 @@ class EtcdClient:
         async with self._http().post(endpoint + "/v3/watch", json=body, timeout=timeout) as resp:
             if resp.status != 200:
                 raise EtcdError(f"etcd watch on {prefix}: HTTP {resp.status}")
-            decoder = json.JSONDecoder()
-            buf = ""
+            # etcd's gateway ends every message with a newline (and escapes newlines inside): parse whole lines
+            # only, so a message of several megabytes arriving in many chunks is decoded once.
+            pending = bytearray()
             async for chunk in resp.content.iter_any():
-                buf += chunk.decode()
-                while True:
-                    buf = buf.lstrip()
-                    if not buf:
-                        break
-                    try:
-                        message, end = decoder.raw_decode(buf)
-                    except json.JSONDecodeError:
-                        break
-                    buf = buf[end:]
+                pending += chunk
+                if b"\n" not in chunk:
+                    continue
+                end = pending.rfind(b"\n")
+                complete = bytes(pending[:end])
+                del pending[: end + 1]
+                for line in complete.split(b"\n"):
+                    if not line.strip():
+                        continue
+                    message = json.loads(line)
                     result = message.get("result") or {}
                     if "error" in message:
                         raise EtcdError(f"etcd watch on {prefix}: {message['error']}")
