@@ -66,13 +66,15 @@ class SwarmNode:
     def addr(self) -> str:
         return f"{self.host.ip}:2377"
 
-    def start(self) -> None:
+    def start(self, *options: str) -> None:
+        """Start the agent; ``options`` are more ``swarmd`` options."""
         argv = [
             sys.executable, "-m", "swarm_agent.cli.swarmd",
             "--data-dir", str(self.data_dir),
             "--socket", str(self.socket),
             "--docker-host", self.host.docker_url,
             "--hostname", self.host.name,
+            *options,
         ]
         self.proc = self.host.spawn(argv, "swarmd")
         wait_for(f"agent on {self.name} to serve its socket", lambda: self._ping(), timeout=30)

@@ -4,6 +4,7 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -281,3 +282,58 @@ def test_node_certs_load_reports_foreign_ca(tmp_path: Path, worker: Node, strang
     pki.NodeCerts(stranger_root.cert_pem, worker.cert_pem, worker.key_pem).save(tmp_path)
     with pytest.raises(ValueError, match="node certificate was not issued by the root CA"):
         pki.NodeCerts.load(tmp_path)
+
+
+def test_identity_carries_the_serial(worker: Node) -> None:
+    cert = x509.load_pem_x509_certificate(worker.cert_pem)
+    assert pki.identity_of(worker.cert_pem).serial == cert.serial_number
+
+
+def _identity(not_before: datetime, lifetime: timedelta) -> pki.Identity:
+    return pki.Identity(node_id="n1", role="worker", cluster_id="c1", not_before=not_before,
+                        not_after=not_before + lifetime, serial=1)
+
+
+def test_renewal_falls_between_half_and_four_fifths_of_the_lifetime() -> None:
+    start = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    identity = _identity(start, timedelta(hours=10))
+    delays = [pki.renewal_delay(identity, now=start) for _ in range(500)]
+    assert all(5 * 3600 <= d <= 8 * 3600 for d in delays)
+    # A random point, not a fixed one: nodes that joined together come back at different times.
+    assert max(delays) - min(delays) > 3600
+    # Counted from notBefore, so an agent restarted later waits only for what is left.
+    later = pki.renewal_delay(identity, now=start + timedelta(hours=4))
+    assert 3600 <= later <= 4 * 3600
+
+
+def test_renewal_is_due_at_once_when_the_point_has_passed() -> None:
+    start = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    identity = _identity(start, timedelta(hours=10))
+    assert pki.renewal_delay(identity, now=start + timedelta(hours=9)) == 0
+    assert pki.renewal_delay(identity, now=start + timedelta(hours=11)) == 0
+
+
+def test_renewal_window_follows_the_setting() -> None:
+    start = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    identity = _identity(start, timedelta(hours=1))
+    assert all(3.6 <= pki.renewal_delay(identity, (0.001, 0.002), now=start) <= 7.2 for _ in range(100))
+
+
+@pytest.mark.parametrize("window", [(0.0, 0.5), (0.8, 0.5), (0.5, 1.0), (-0.1, 0.2)])
+def test_bad_renewal_windows_are_refused(window: tuple[float, float]) -> None:
+    with pytest.raises(ValueError, match="renewal window"):
+        pki.check_renew_window(window)
+
+
+def test_load_chain_on_a_live_server_context_changes_later_handshakes(root: RootCA, worker: Node) -> None:
+    first, second = _node(root, "manager1", "manager"), _node(root, "manager1", "manager")
+    server = pki.server_context(first.cert_pem, first.key_pem, first.ca_pem)
+    client = pki.client_context(worker.ca_pem, worker.cert_pem, worker.key_pem)
+    before = _handshake(server, client)
+    pki.load_chain(server, second.cert_pem, second.key_pem)
+    after = _handshake(server, client)
+    assert before.client_peer is not None and after.client_peer is not None
+    assert before.client_peer.serial == pki.identity_of(first.cert_pem).serial
+    assert after.client_peer.serial == pki.identity_of(second.cert_pem).serial
+    # The client verification set up with the context is untouched.
+    assert after.server_peer is not None and after.server_peer.node_id == "worker1"
