@@ -101,11 +101,11 @@ class SwarmNode:
         return result
 
     def api(self, method: str, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, Any]:
-        """One raw request to the agent's Docker API (``path`` without the version): (status, decoded body)."""
+        """One raw request to the agent's API (``path`` without the version; ``/swarmd/`` ones have none): (status, body)."""
         conn = _UnixHTTP(self.socket)
         try:
             payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-            conn.request(method, "/v1.41" + path, body=payload, headers={"Content-Type": "application/json"})
+            conn.request(method, path if path.startswith("/swarmd/") else "/v1.41" + path, body=payload, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             data = resp.read()
         finally:
