@@ -39,6 +39,8 @@ CERT_DIR = "certificates"
 CA_FILE = "swarm-root-ca.crt"
 CERT_FILE = "swarm-node.crt"
 KEY_FILE = "swarm-node.key"
+# The key of a certificate being written: renewals replace certificate and key, two files, while the agent runs.
+NEXT_KEY_FILE = "swarm-node.key.next"
 
 
 def new_node_id() -> str:
@@ -278,7 +280,15 @@ class NodeCerts:
         if missing:
             raise ValueError(f"incomplete node certificates in {cert_dir}: missing {', '.join(missing)}")
         certs = cls(*((cert_dir / n).read_bytes() for n in names))
-        certs.check()
+        try:
+            certs.check()
+        except ValueError:
+            # A save cut short between certificate and key left the key that goes with the new certificate aside.
+            next_key = cert_dir / NEXT_KEY_FILE
+            if not next_key.exists():
+                raise
+            certs = cls(certs.ca_pem, certs.cert_pem, next_key.read_bytes())
+            certs.check()
         return certs
 
     def check(self) -> None:
@@ -298,11 +308,14 @@ class NodeCerts:
         """Write the three files, each atomically; the key is 0600."""
         cert_dir = self.directory(data_dir)
         cert_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # The key goes last: a crash midway leaves the old key with a new
-        # certificate at worst, which load() reports instead of using.
+        # The new key is set aside before the certificate changes and moved in after,
+        # so that a crash at any point leaves a pair that load() can use.
         _write_atomic(cert_dir / CA_FILE, self.ca_pem, 0o644)
+        _write_atomic(cert_dir / NEXT_KEY_FILE, self.key_pem, 0o600)
+        _fsync_dir(cert_dir)
         _write_atomic(cert_dir / CERT_FILE, self.cert_pem, 0o644)
-        _write_atomic(cert_dir / KEY_FILE, self.key_pem, 0o600)
+        _fsync_dir(cert_dir)
+        os.replace(cert_dir / NEXT_KEY_FILE, cert_dir / KEY_FILE)
         _fsync_dir(cert_dir)
         log.info("saved certificates of node %s in %s", self.identity.node_id, cert_dir)
 

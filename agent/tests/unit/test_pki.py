@@ -255,7 +255,7 @@ def test_node_certs_save_replaces_and_ignores_stale_tmp(tmp_path: Path, root: Ro
     pki.NodeCerts(worker.ca_pem, worker.cert_pem, worker.key_pem).save(tmp_path)
     cert_dir = tmp_path / "certificates"
     # A world-readable leftover from an interrupted save must not leak its mode onto the key.
-    stale = cert_dir / ".swarm-node.key.tmp"
+    stale = cert_dir / ".swarm-node.key.next.tmp"
     stale.write_bytes(b"junk")
     stale.chmod(0o666)
     renewed = _node(root, "worker1", "worker")
@@ -263,6 +263,20 @@ def test_node_certs_save_replaces_and_ignores_stale_tmp(tmp_path: Path, root: Ro
     assert not stale.exists()
     assert _mode(cert_dir / "swarm-node.key") == 0o600
     assert pki.NodeCerts.load(tmp_path).key_pem == renewed.key_pem
+
+
+def test_node_certs_load_after_a_save_cut_between_certificate_and_key(tmp_path: Path, root: RootCA,
+                                                                     worker: Node) -> None:
+    pki.NodeCerts(worker.ca_pem, worker.cert_pem, worker.key_pem).save(tmp_path)
+    cert_dir = tmp_path / "certificates"
+    renewed = _node(root, "worker1", "worker")
+    # What a renewal leaves when the agent dies after writing the certificate, before moving the key in.
+    (cert_dir / "swarm-node.key.next").write_bytes(renewed.key_pem)
+    (cert_dir / "swarm-node.crt").write_bytes(renewed.cert_pem)
+    loaded = pki.NodeCerts.load(tmp_path)
+    assert loaded is not None and (loaded.cert_pem, loaded.key_pem) == (renewed.cert_pem, renewed.key_pem)
+    pki.NodeCerts(worker.ca_pem, worker.cert_pem, worker.key_pem).save(tmp_path)
+    assert sorted(p.name for p in cert_dir.iterdir()) == ["swarm-node.crt", "swarm-node.key", "swarm-root-ca.crt"]
 
 
 def test_node_certs_load_reports_partial_set(tmp_path: Path, worker: Node) -> None:
