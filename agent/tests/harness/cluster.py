@@ -115,8 +115,9 @@ class SwarmNode:
     def json(self, *args: str) -> Any:
         return json.loads(self.docker(*args).stdout)
 
-    def init(self) -> str:
-        self.node_id = self.docker("swarm", "init", "--advertise-addr", self.host.ip).stdout
+    def init(self, *options: str) -> str:
+        """``docker swarm init`` on this node, with more of its ``options`` (``--cert-expiry 1h``)."""
+        self.node_id = self.docker("swarm", "init", "--advertise-addr", self.host.ip, *options).stdout
         self.node_id = self.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
         return self.node_id
 
@@ -135,6 +136,18 @@ class SwarmNode:
         for name in out:
             started[name] = self.host.docker("inspect", "--format", "{{.State.StartedAt}}", name).stdout.strip()
         return started
+
+
+def form_swarm(hosts: list[Host], *options: str, init: tuple[str, ...] = ()) -> list[SwarmNode]:
+    """Agents on ``hosts`` started with swarmd ``options``; the first inits a swarm (with ``init`` options of
+    ``docker swarm init``) and the others join it as workers."""
+    nodes = [SwarmNode(h) for h in hosts]
+    for node in nodes:
+        node.start(*options)
+    nodes[0].init(*init)
+    for node in nodes[1:]:
+        node.join(nodes[0])
+    return nodes
 
 
 def running_tasks(manager: SwarmNode, service: str) -> list[dict[str, Any]]:

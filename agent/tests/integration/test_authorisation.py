@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from harness.cluster import SwarmNode, wait_for
+from harness.cluster import SwarmNode, form_swarm, wait_for
 from swarm_agent import pki, tokens
 from swarm_agent.api.app import build_app
 from swarm_agent.manager.ca import RootCA
@@ -125,12 +125,7 @@ def expired_certificate(ca: RootCA, identity: pki.Identity) -> tuple[bytes, byte
 
 
 def test_every_route_refuses_whoever_may_not_call_it(lab, tmp_path: Path):
-    manager, worker, leaving = (SwarmNode(h) for h in lab.add_hosts("m1", "w1", "w2"))
-    for node in (manager, worker, leaving):
-        node.start()
-    manager.init()
-    worker.join(manager)
-    leaving.join(manager)
+    manager, worker, leaving = form_swarm(lab.add_hosts("m1", "w1", "w2"))
     wait_for("3 nodes Ready",
              lambda: manager.docker("node", "ls", "--format", "{{.Status}}").stdout.split().count("Ready") == 3)
 
@@ -202,11 +197,7 @@ def test_every_route_refuses_whoever_may_not_call_it(lab, tmp_path: Path):
 
 
 def test_a_worker_reports_only_its_own_tasks(lab):
-    manager, worker = (SwarmNode(h) for h in lab.add_hosts("m1", "w1"))
-    for node in (manager, worker):
-        node.start()
-    manager.init()
-    worker.join(manager)
+    manager, worker = form_swarm(lab.add_hosts("m1", "w1"))
     # No such image anywhere: the task is assigned to the manager's node and fails there, which is all this needs.
     manager.docker("service", "create", "--detach", "--name", "pinned", "--constraint", "node.role==manager",
                    "local/absent:1")
@@ -225,11 +216,9 @@ def test_a_worker_reports_only_its_own_tasks(lab):
 
 
 def test_join_tokens_rotate_and_a_foreign_ca_digest_is_refused(lab):
-    manager, worker, late = (SwarmNode(h) for h in lab.add_hosts("m1", "w1", "w2"))
-    for node in (manager, worker, late):
-        node.start()
-    manager.init()
-    worker.join(manager)
+    manager, worker = form_swarm(lab.add_hosts("m1", "w1"))
+    late = SwarmNode(lab.add_hosts("w2")[0])
+    late.start()
     old = manager.docker("swarm", "join-token", "-q", "worker").stdout.strip()
 
     # A token for another swarm's CA (same secret): the joining node stops before it sends the token.

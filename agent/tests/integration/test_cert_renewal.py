@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from harness.cluster import SwarmNode, agent_log, running_tasks, wait_for
+from harness.cluster import SwarmNode, agent_log, form_swarm, running_tasks, wait_for
 from swarm_agent import pki
 
 pytestmark = pytest.mark.integration
@@ -45,13 +45,10 @@ def task_containers(node: SwarmNode) -> set[str]:
 
 def test_nodes_renew_their_certificates_and_keep_working(lab, busybox):
     image, archive = busybox
-    manager, worker = nodes = [SwarmNode(h) for h in lab.add_hosts("m1", "w1")]
-    for node in nodes:
-        node.host.load_image(archive)
-        node.start(*WINDOW)
-    manager.docker("swarm", "init", "--advertise-addr", manager.host.ip, "--cert-expiry", "1h")
-    manager.node_id = manager.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
-    worker.join(manager)
+    hosts = lab.add_hosts("m1", "w1")
+    for host in hosts:
+        host.load_image(archive)
+    manager, worker = nodes = form_swarm(hosts, *WINDOW, init=("--cert-expiry", "1h"))
     assert lifetime_hours(disk(manager)) == lifetime_hours(disk(worker)) == 1.0
 
     manager.docker("service", "create", "--detach", "--name", "keep", "--mode", "global", image, "sleep", "100000")
@@ -105,11 +102,7 @@ def test_nodes_renew_their_certificates_and_keep_working(lab, busybox):
 
 
 def test_renewal_with_no_manager_reachable_retries_and_then_succeeds(lab):
-    manager, worker = nodes = [SwarmNode(h) for h in lab.add_hosts("m1", "w1")]
-    for node in nodes:
-        node.start(*WINDOW)
-    manager.docker("swarm", "init", "--advertise-addr", manager.host.ip, "--cert-expiry", "1h")
-    worker.join(manager)
+    manager, worker = form_swarm(lab.add_hosts("m1", "w1"), *WINDOW, init=("--cert-expiry", "1h"))
     before = disk(worker).serial
     manager.kill()
     wait_for("a failed renewal", lambda: "certificate renewal failed; trying again" in agent_log(worker), timeout=60)

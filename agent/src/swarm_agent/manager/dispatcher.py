@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from .. import tokens
 from ..api.app import Route, agent_of, caller_of, json_response, read_model
-from ..api.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
+from ..api.errors import ApiError, BadRequest, Forbidden, NotFound
 from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, TaskStatus, now
 from ..store.state import DOWN_REPORTS, SESSIONS, Conflict
 from .allocator import swarm_network_object
@@ -122,7 +122,7 @@ async def renew(request: web.Request) -> web.Response:
         raise NotFound(f"node {node_id} is not part of this swarm")
     role = node.Spec.Role
     if body.role != role:
-        raise Conflict(f"role: node {node_id} is to be a {role} now, not a {body.role}")
+        raise ApiError(f"role: node {node_id} is to be a {role} now, not a {body.role}", status=409)
     cert = await mgr.sign(body.csr.encode(), node_id=node_id, role=role, ip=node.Status.Addr)
     result = mgr.credentials(node_id, role, cert)
     if role == "manager" and caller_of(request).role == "worker":
