@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import socket
+import ssl
 from socket import gethostname
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2377
 ROLE_RETRY = 10.0  # seconds before a failed promotion or demotion is tried again
+RENEW_RETRY_MIN, RENEW_RETRY_MAX = 5.0, 300.0  # seconds between failed certificate renewals, doubling
 ALREADY_IN_SWARM = (
     'This node is already part of a swarm. Use "docker swarm leave" to leave this swarm and join another one.'
 )
@@ -68,6 +70,7 @@ class AgentConfig:
     etcd_binary: str = "etcd"
     etcd_endpoints: list[str] = field(default_factory=list)
     mesh_backend: str | None = None  # nftables or ipvs; None: nftables, IPVS only where asked and present
+    renew_window: tuple[float, float] = pki.RENEW_WINDOW  # fractions of a certificate's lifetime
 
 
 @dataclass
@@ -153,6 +156,8 @@ class NodeAgent:
         self.worker: WorkerSession | None = None
         self.local_state = "inactive"
         self._worker_task: asyncio.Task[None] | None = None
+        self._renewal_task: asyncio.Task[None] | None = None
+        self._server_context: ssl.SSLContext | None = None
         self._tcp: web.AppRunner | None = None
         self._transition = asyncio.Lock()
         self._role_change: asyncio.Task[None] | None = None
@@ -251,8 +256,8 @@ class NodeAgent:
             await self.manager.start()
             runner = web.AppRunner(api_app.build_app(self, self.routes(), local=False), access_log=None)
             await runner.setup()
-            context = pki.server_context(self.certs.cert_pem, self.certs.key_pem, self.certs.ca_pem)
-            await web.TCPSite(runner, self.state.listen_host, self.state.api_port, ssl_context=context,
+            self._server_context = pki.server_context(self.certs.cert_pem, self.certs.key_pem, self.certs.ca_pem)
+            await web.TCPSite(runner, self.state.listen_host, self.state.api_port, ssl_context=self._server_context,
                               reuse_address=True).start()
             self._tcp = runner
         executor = Executor(self.config.docker_url, self.state.node_id)
@@ -272,6 +277,7 @@ class NodeAgent:
             ),
         )
         self._worker_task = asyncio.create_task(self.worker.run(), name="worker-session")
+        self._renewal_task = asyncio.create_task(self._renewal_loop(), name="certificate-renewal")
         self.local_state = "active"
 
     async def _first_session(self, timeout: float = 20.0) -> None:
@@ -288,6 +294,11 @@ class NodeAgent:
             self._save_state()
 
     async def _deactivate(self) -> None:
+        if self._renewal_task is not None:
+            self._renewal_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._renewal_task
+            self._renewal_task = None
         if self._worker_task is not None:
             self._worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -297,6 +308,7 @@ class NodeAgent:
         if self._tcp is not None:
             await self._tcp.cleanup()
             self._tcp = None
+            self._server_context = None
         if self.manager is not None:
             await self.manager.stop()
             self.manager = None
@@ -453,21 +465,10 @@ class NodeAgent:
         async with self._transition:
             if self.state is None or self.certs is None or self.state.role == role:
                 return
-            key = pki.new_key_pem()
-            result: dict[str, Any] | None = None
-            async with self._manager_client() as http:
-                for addr in self._managers_to_try():
-                    try:
-                        async with http.post(f"https://{addr}/swarmd/renew", json={"csr": pki.make_csr(key).decode()},
-                                             timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                            if resp.status == 200:
-                                result = await resp.json(content_type=None)
-                                break
-                            log.warning("manager %s refused a %s certificate: %s", addr, role, await resp.text())
-                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                        log.warning("could not reach manager %s for a new certificate: %s", addr, exc)
-            if result is None or result["role"] != role:
+            granted = await self._request_certificate(role)
+            if granted is None:
                 return
+            result, key = granted
             log.info("changing role of node %s from %s to %s", self.state.node_id, self.state.role, role)
             if self.manager is not None and self.member is not None:
                 await self.manager.leave_etcd()
@@ -498,6 +499,80 @@ class NodeAgent:
                 loop.call_later(ROLE_RETRY, self._role_wanted, role)
                 return
             log.info("node %s is now a %s", self.state.node_id, role)
+
+    async def _request_certificate(self, role: str) -> tuple[dict[str, Any], bytes] | None:
+        """A new key and a certificate for it in ``role`` from the first manager that grants one; None if none did."""
+        assert self.state is not None
+        key = pki.new_key_pem()
+        csr = (await asyncio.to_thread(pki.make_csr, key)).decode()
+        async with self._manager_client() as http:
+            for addr in self._managers_to_try():
+                try:
+                    async with http.post(f"https://{addr}/swarmd/renew", json={"csr": csr, "role": role},
+                                         timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                        if resp.status == 200:
+                            return await resp.json(content_type=None), key
+                        log.warning("node %s: manager %s refused a %s certificate: %s",
+                                    self.state.node_id, addr, role, await resp.text())
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    log.warning("node %s: could not reach manager %s for a new certificate: %s",
+                                self.state.node_id, addr, exc or type(exc).__name__)
+        return None
+
+    # ------------------------------------------------------------- renewal
+
+    async def _renewal_loop(self) -> None:
+        """Renew this node's certificate at a random point of its lifetime's renewal window, for as long as the role runs.
+
+        A failed attempt (no manager reachable, or a refusal) is retried with
+        a growing delay; a restarted agent computes the point afresh from the
+        certificate on disk, and renews at once if it has passed.
+        """
+        assert self.state is not None
+        retry = 0.0
+        while True:
+            assert self.certs is not None
+            identity = self.certs.identity
+            delay = retry or pki.renewal_delay(identity, self.config.renew_window)
+            log.info("node %s: certificate serial %x valid until %s; renewing in %.0f s",
+                     identity.node_id, identity.serial, identity.not_after.isoformat(), delay)
+            await asyncio.sleep(delay)
+            if await self._renew():
+                retry = 0.0
+            else:
+                retry = min(RENEW_RETRY_MAX, max(RENEW_RETRY_MIN, 2 * retry))
+                log.warning("node %s: certificate renewal failed; trying again in %.0f s", identity.node_id, retry)
+
+    async def _renew(self) -> bool:
+        """Replace this node's certificate and key with fresh ones in the same role, without restarting anything.
+
+        New connections present the new certificate (the worker session's
+        client, this manager's TLS listener); open connections keep the
+        old one, which stays valid until it expires.
+        """
+        async with self._transition:
+            assert self.state is not None and self.certs is not None
+            old = self.certs.identity
+            granted = await self._request_certificate(self.state.role)
+            if granted is None:
+                return False
+            result, key = granted
+            certs = pki.NodeCerts(ca_pem=result["ca"].encode(), cert_pem=result["cert"].encode(), key_pem=key)
+            try:
+                certs.check()
+            except ValueError as exc:
+                log.error("node %s: the renewed certificate is unusable, keeping the current one: %s", old.node_id, exc)
+                return False
+            certs.save(self.config.data_dir)
+            self.certs = certs
+            if self._server_context is not None:
+                pki.load_chain(self._server_context, certs.cert_pem, certs.key_pem)
+            if self.worker is not None:
+                self.worker.adopt(certs)
+            new = certs.identity
+            log.info("node %s renewed its %s certificate: serial %x -> %x, valid until %s",
+                     new.node_id, new.role, old.serial, new.serial, new.not_after.isoformat())
+            return True
 
     def _adopt(self, certs: pki.NodeCerts, role: str, managers: list[str]) -> None:
         assert self.state is not None

@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import secrets
 import ssl
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography import x509
@@ -38,6 +39,8 @@ CERT_DIR = "certificates"
 CA_FILE = "swarm-root-ca.crt"
 CERT_FILE = "swarm-node.crt"
 KEY_FILE = "swarm-node.key"
+# The key of a certificate being written: renewals replace certificate and key, two files, while the agent runs.
+NEXT_KEY_FILE = "swarm-node.key.next"
 
 
 def new_node_id() -> str:
@@ -85,6 +88,7 @@ class Identity:
     cluster_id: str
     not_before: datetime
     not_after: datetime
+    serial: int
 
 
 def _load_cert(cert: bytes | x509.Certificate) -> x509.Certificate:
@@ -119,7 +123,32 @@ def identity_of(cert: bytes | x509.Certificate) -> Identity:
         cluster_id=cluster_id,
         not_before=parsed.not_valid_before_utc,
         not_after=parsed.not_valid_after_utc,
+        serial=parsed.serial_number,
     )
+
+
+RENEW_WINDOW = (0.5, 0.8)
+"""Swarm renews a node certificate at a random point between 50 % and 80 % of its lifetime."""
+
+
+def check_renew_window(window: tuple[float, float]) -> tuple[float, float]:
+    low, high = window
+    if not 0 < low <= high < 1:
+        raise ValueError(f"renewal window {low}:{high} must be two fractions with 0 < LOW <= HIGH < 1")
+    return window
+
+
+def renewal_delay(identity: Identity, window: tuple[float, float] = RENEW_WINDOW, now: datetime | None = None) -> float:
+    """Seconds from ``now`` until the certificate should be renewed; 0 when that point has passed.
+
+    The point is drawn at random in ``window`` (fractions of the lifetime from
+    notBefore to notAfter), so nodes that joined together do not all come back
+    to the managers at the same moment.
+    """
+    low, high = check_renew_window(window)
+    lifetime = identity.not_after - identity.not_before
+    due = identity.not_before + lifetime * random.uniform(low, high)
+    return max(0.0, (due - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 @contextlib.contextmanager
@@ -145,7 +174,8 @@ def _pem_path(data: bytes) -> Iterator[str]:
         yield str(path)
 
 
-def _load_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+def load_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Make ``ctx`` present this certificate; on a live context it applies to the handshakes that follow."""
     with _pem_path(cert_pem) as cert_path, _pem_path(key_pem) as key_path:
         ctx.load_cert_chain(cert_path, key_path)
 
@@ -159,7 +189,7 @@ def server_context(cert_pem: bytes, key_pem: bytes, ca_pem: bytes) -> ssl.SSLCon
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    _load_chain(ctx, cert_pem, key_pem)
+    load_chain(ctx, cert_pem, key_pem)
     ctx.load_verify_locations(cadata=ca_pem.decode("ascii"))
     ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
@@ -186,7 +216,7 @@ def client_context(
         ctx.load_verify_locations(cadata=ca_pem.decode("ascii"))
         ctx.verify_mode = ssl.CERT_REQUIRED
     if cert_pem is not None and key_pem is not None:
-        _load_chain(ctx, cert_pem, key_pem)
+        load_chain(ctx, cert_pem, key_pem)
     return ctx
 
 
@@ -250,7 +280,15 @@ class NodeCerts:
         if missing:
             raise ValueError(f"incomplete node certificates in {cert_dir}: missing {', '.join(missing)}")
         certs = cls(*((cert_dir / n).read_bytes() for n in names))
-        certs.check()
+        try:
+            certs.check()
+        except ValueError:
+            # A save cut short between certificate and key left the key that goes with the new certificate aside.
+            next_key = cert_dir / NEXT_KEY_FILE
+            if not next_key.exists():
+                raise
+            certs = cls(certs.ca_pem, certs.cert_pem, next_key.read_bytes())
+            certs.check()
         return certs
 
     def check(self) -> None:
@@ -270,11 +308,14 @@ class NodeCerts:
         """Write the three files, each atomically; the key is 0600."""
         cert_dir = self.directory(data_dir)
         cert_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # The key goes last: a crash midway leaves the old key with a new
-        # certificate at worst, which load() reports instead of using.
+        # The new key is set aside before the certificate changes and moved in after,
+        # so that a crash at any point leaves a pair that load() can use.
         _write_atomic(cert_dir / CA_FILE, self.ca_pem, 0o644)
+        _write_atomic(cert_dir / NEXT_KEY_FILE, self.key_pem, 0o600)
+        _fsync_dir(cert_dir)
         _write_atomic(cert_dir / CERT_FILE, self.cert_pem, 0o644)
-        _write_atomic(cert_dir / KEY_FILE, self.key_pem, 0o600)
+        _fsync_dir(cert_dir)
+        os.replace(cert_dir / NEXT_KEY_FILE, cert_dir / KEY_FILE)
         _fsync_dir(cert_dir)
         log.info("saved certificates of node %s in %s", self.identity.node_id, cert_dir)
 

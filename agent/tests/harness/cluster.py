@@ -66,13 +66,15 @@ class SwarmNode:
     def addr(self) -> str:
         return f"{self.host.ip}:2377"
 
-    def start(self) -> None:
+    def start(self, *options: str) -> None:
+        """Start the agent; ``options`` are more ``swarmd`` options."""
         argv = [
             sys.executable, "-m", "swarm_agent.cli.swarmd",
             "--data-dir", str(self.data_dir),
             "--socket", str(self.socket),
             "--docker-host", self.host.docker_url,
             "--hostname", self.host.name,
+            *options,
         ]
         self.proc = self.host.spawn(argv, "swarmd")
         wait_for(f"agent on {self.name} to serve its socket", lambda: self._ping(), timeout=30)
@@ -99,11 +101,11 @@ class SwarmNode:
         return result
 
     def api(self, method: str, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, Any]:
-        """One raw request to the agent's Docker API (``path`` without the version): (status, decoded body)."""
+        """One raw request to the agent's API (``path`` without the version; ``/swarmd/`` ones have none): (status, body)."""
         conn = _UnixHTTP(self.socket)
         try:
             payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-            conn.request(method, "/v1.41" + path, body=payload, headers={"Content-Type": "application/json"})
+            conn.request(method, path if path.startswith("/swarmd/") else "/v1.41" + path, body=payload, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             data = resp.read()
         finally:
@@ -113,8 +115,9 @@ class SwarmNode:
     def json(self, *args: str) -> Any:
         return json.loads(self.docker(*args).stdout)
 
-    def init(self) -> str:
-        self.node_id = self.docker("swarm", "init", "--advertise-addr", self.host.ip).stdout
+    def init(self, *options: str) -> str:
+        """``docker swarm init`` on this node, with more of its ``options`` (``--cert-expiry 1h``)."""
+        self.node_id = self.docker("swarm", "init", "--advertise-addr", self.host.ip, *options).stdout
         self.node_id = self.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
         return self.node_id
 
@@ -133,6 +136,18 @@ class SwarmNode:
         for name in out:
             started[name] = self.host.docker("inspect", "--format", "{{.State.StartedAt}}", name).stdout.strip()
         return started
+
+
+def form_swarm(hosts: list[Host], *options: str, init: tuple[str, ...] = ()) -> list[SwarmNode]:
+    """Agents on ``hosts`` started with swarmd ``options``; the first inits a swarm (with ``init`` options of
+    ``docker swarm init``) and the others join it as workers."""
+    nodes = [SwarmNode(h) for h in hosts]
+    for node in nodes:
+        node.start(*options)
+    nodes[0].init(*init)
+    for node in nodes[1:]:
+        node.join(nodes[0])
+    return nodes
 
 
 def running_tasks(manager: SwarmNode, service: str) -> list[dict[str, Any]]:

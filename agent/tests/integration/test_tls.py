@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cluster import SwarmNode
+from harness.cluster import SwarmNode, form_swarm
 from harness.hosts import DOCKER_CLI
 from swarm_agent import pki
 from swarm_agent.manager.ca import RootCA
@@ -36,11 +36,7 @@ def get(target: SwarmNode, path: str, context: ssl.SSLContext) -> tuple[int, dic
 
 
 def test_mutual_tls_and_roles(lab):
-    manager, worker = (SwarmNode(h) for h in lab.add_hosts("m1", "w1"))
-    for node in (manager, worker):
-        node.start()
-    manager.init()
-    worker.join(manager)
+    manager, worker = form_swarm(lab.add_hosts("m1", "w1"))
 
     listing = _tls_cli(manager.data_dir / "certificates", manager, "node", "ls")
     assert listing.returncode == 0 and "w1" in listing.stdout, listing.stderr

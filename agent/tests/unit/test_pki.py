@@ -4,6 +4,7 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -254,7 +255,7 @@ def test_node_certs_save_replaces_and_ignores_stale_tmp(tmp_path: Path, root: Ro
     pki.NodeCerts(worker.ca_pem, worker.cert_pem, worker.key_pem).save(tmp_path)
     cert_dir = tmp_path / "certificates"
     # A world-readable leftover from an interrupted save must not leak its mode onto the key.
-    stale = cert_dir / ".swarm-node.key.tmp"
+    stale = cert_dir / ".swarm-node.key.next.tmp"
     stale.write_bytes(b"junk")
     stale.chmod(0o666)
     renewed = _node(root, "worker1", "worker")
@@ -262,6 +263,20 @@ def test_node_certs_save_replaces_and_ignores_stale_tmp(tmp_path: Path, root: Ro
     assert not stale.exists()
     assert _mode(cert_dir / "swarm-node.key") == 0o600
     assert pki.NodeCerts.load(tmp_path).key_pem == renewed.key_pem
+
+
+def test_node_certs_load_after_a_save_cut_between_certificate_and_key(tmp_path: Path, root: RootCA,
+                                                                     worker: Node) -> None:
+    pki.NodeCerts(worker.ca_pem, worker.cert_pem, worker.key_pem).save(tmp_path)
+    cert_dir = tmp_path / "certificates"
+    renewed = _node(root, "worker1", "worker")
+    # What a renewal leaves when the agent dies after writing the certificate, before moving the key in.
+    (cert_dir / "swarm-node.key.next").write_bytes(renewed.key_pem)
+    (cert_dir / "swarm-node.crt").write_bytes(renewed.cert_pem)
+    loaded = pki.NodeCerts.load(tmp_path)
+    assert loaded is not None and (loaded.cert_pem, loaded.key_pem) == (renewed.cert_pem, renewed.key_pem)
+    pki.NodeCerts(worker.ca_pem, worker.cert_pem, worker.key_pem).save(tmp_path)
+    assert sorted(p.name for p in cert_dir.iterdir()) == ["swarm-node.crt", "swarm-node.key", "swarm-root-ca.crt"]
 
 
 def test_node_certs_load_reports_partial_set(tmp_path: Path, worker: Node) -> None:
@@ -281,3 +296,58 @@ def test_node_certs_load_reports_foreign_ca(tmp_path: Path, worker: Node, strang
     pki.NodeCerts(stranger_root.cert_pem, worker.cert_pem, worker.key_pem).save(tmp_path)
     with pytest.raises(ValueError, match="node certificate was not issued by the root CA"):
         pki.NodeCerts.load(tmp_path)
+
+
+def test_identity_carries_the_serial(worker: Node) -> None:
+    cert = x509.load_pem_x509_certificate(worker.cert_pem)
+    assert pki.identity_of(worker.cert_pem).serial == cert.serial_number
+
+
+def _identity(not_before: datetime, lifetime: timedelta) -> pki.Identity:
+    return pki.Identity(node_id="n1", role="worker", cluster_id="c1", not_before=not_before,
+                        not_after=not_before + lifetime, serial=1)
+
+
+def test_renewal_falls_between_half_and_four_fifths_of_the_lifetime() -> None:
+    start = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    identity = _identity(start, timedelta(hours=10))
+    delays = [pki.renewal_delay(identity, now=start) for _ in range(500)]
+    assert all(5 * 3600 <= d <= 8 * 3600 for d in delays)
+    # A random point, not a fixed one: nodes that joined together come back at different times.
+    assert max(delays) - min(delays) > 3600
+    # Counted from notBefore, so an agent restarted later waits only for what is left.
+    later = pki.renewal_delay(identity, now=start + timedelta(hours=4))
+    assert 3600 <= later <= 4 * 3600
+
+
+def test_renewal_is_due_at_once_when_the_point_has_passed() -> None:
+    start = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    identity = _identity(start, timedelta(hours=10))
+    assert pki.renewal_delay(identity, now=start + timedelta(hours=9)) == 0
+    assert pki.renewal_delay(identity, now=start + timedelta(hours=11)) == 0
+
+
+def test_renewal_window_follows_the_setting() -> None:
+    start = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    identity = _identity(start, timedelta(hours=1))
+    assert all(3.6 <= pki.renewal_delay(identity, (0.001, 0.002), now=start) <= 7.2 for _ in range(100))
+
+
+@pytest.mark.parametrize("window", [(0.0, 0.5), (0.8, 0.5), (0.5, 1.0), (-0.1, 0.2)])
+def test_bad_renewal_windows_are_refused(window: tuple[float, float]) -> None:
+    with pytest.raises(ValueError, match="renewal window"):
+        pki.check_renew_window(window)
+
+
+def test_load_chain_on_a_live_server_context_changes_later_handshakes(root: RootCA, worker: Node) -> None:
+    first, second = _node(root, "manager1", "manager"), _node(root, "manager1", "manager")
+    server = pki.server_context(first.cert_pem, first.key_pem, first.ca_pem)
+    client = pki.client_context(worker.ca_pem, worker.cert_pem, worker.key_pem)
+    before = _handshake(server, client)
+    pki.load_chain(server, second.cert_pem, second.key_pem)
+    after = _handshake(server, client)
+    assert before.client_peer is not None and after.client_peer is not None
+    assert before.client_peer.serial == pki.identity_of(first.cert_pem).serial
+    assert after.client_peer.serial == pki.identity_of(second.cert_pem).serial
+    # The client verification set up with the context is untouched.
+    assert after.server_peer is not None and after.server_peer.node_id == "worker1"

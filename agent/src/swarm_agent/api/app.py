@@ -8,7 +8,7 @@ the node named in its client certificate and gets only what its role allows.
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
@@ -111,12 +111,37 @@ def _check_access(route: Route, caller: Caller) -> None:
     raise Forbidden(f"a {caller.role} certificate may not call {route.method} {route.path}")
 
 
+def _as_of_now(agent: "NodeAgent", identity: pki.Identity) -> pki.Identity:
+    """The caller's identity as the swarm stands now, not as when its certificate was issued.
+
+    A certificate stays cryptographically valid until it expires, so what
+    happened since is checked here, on every route, against the manager's
+    cache of the store: a removed node is refused, and a demoted manager
+    keeps only a worker's rights until it renews.
+    """
+    if identity.cluster_id != agent.cluster_id:
+        raise Forbidden("the client certificate belongs to another swarm")
+    if agent.manager is None:
+        return identity
+    state = agent.manager.cache.state
+    if identity.node_id in state.removed:
+        raise Forbidden(
+            f"node {identity.node_id} was removed from the swarm: its certificate is no longer accepted; "
+            "leave and join again with a token"
+        )
+    node = state.nodes.get(identity.node_id)
+    if identity.role == "manager" and node is not None and node.Spec.Role != "manager":
+        return replace(identity, role="worker")
+    return identity
+
+
 def _make_endpoint(route: Route) -> Handler:
     async def endpoint(request: web.Request) -> web.StreamResponse:
         caller = caller_of(request)
+        if caller.identity is not None:
+            caller = Caller(local=False, identity=_as_of_now(agent_of(request), caller.identity))
+            request["caller"] = caller
         _check_access(route, caller)
-        if caller.identity is not None and caller.identity.cluster_id != agent_of(request).cluster_id:
-            raise Forbidden("the client certificate belongs to another swarm")
         return await route.handler(request)
 
     return endpoint

@@ -8,6 +8,15 @@ import sys
 from pathlib import Path
 
 from ..node import AgentConfig, NodeAgent
+from ..pki import check_renew_window
+
+
+def _window(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(":"))
+        return check_renew_window((low, high))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid renewal window {text!r}: want LOW:HIGH fractions, {exc}") from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -22,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="use this etcd instead of starting a member (repeatable)")
     parser.add_argument("--mesh-backend", choices=["nftables", "ipvs"], default=None,
                         help="routing mesh backend (default nftables; ipvs only where the kernel has it)")
+    parser.add_argument("--cert-renew-window", type=_window, default=defaults.renew_window, metavar="LOW:HIGH",
+                        help="renew this node's certificate at a random point between these fractions of its "
+                             "lifetime (default 0.5:0.8, as Swarm; tests use small fractions to see renewals)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -42,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         etcd_binary=args.etcd_binary,
         etcd_endpoints=args.etcd_endpoints,
         mesh_backend=args.mesh_backend,
+        renew_window=args.cert_renew_window,
     )
 
     async def run() -> None:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 from aiohttp import web
@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REMOVED = "/swarm/removed/"
-
-
 class JoinBody(BaseModel):
     token: str = Field(min_length=1)
     csr: str = Field(min_length=1)
@@ -42,6 +39,7 @@ class JoinBody(BaseModel):
 
 class RenewBody(BaseModel):
     csr: str = Field(min_length=1)
+    role: Literal["manager", "worker"]  # the role the node asks for; refused if the swarm wants another
 
 
 class SessionBody(BaseModel):
@@ -111,7 +109,11 @@ async def join(request: web.Request) -> web.Response:
 
 
 async def renew(request: web.Request) -> web.Response:
-    """A fresh certificate for a node, in the role its spec now names (promotion, demotion, renewal)."""
+    """A fresh certificate for a node in the role its spec names: renewal keeps the role, promotion and demotion change it.
+
+    The node says which role it asks for, so a renewal that crosses a role
+    change is refused rather than handing out a role the node is not ready to take.
+    """
     mgr = manager_of(request)
     node_id = node_of(request)
     body: RenewBody = await read_model(request, RenewBody, "certificate request")
@@ -119,11 +121,14 @@ async def renew(request: web.Request) -> web.Response:
     if node is None:
         raise NotFound(f"node {node_id} is not part of this swarm")
     role = node.Spec.Role
+    if body.role != role:
+        raise ApiError(f"role: node {node_id} is to be a {role} now, not a {body.role}", status=409)
     cert = await mgr.sign(body.csr.encode(), node_id=node_id, role=role, ip=node.Status.Addr)
     result = mgr.credentials(node_id, role, cert)
     if role == "manager" and caller_of(request).role == "worker":
         result["etcd_initial_cluster"] = await mgr.add_member(node_id, node.Status.Addr)
-    log.info("issued a %s certificate to node %s", role, node_id)
+    log.info("issued a %s certificate to node %s (its current one has serial %x)", role, node_id,
+             caller_of(request).identity.serial)
     return json_response(result)
 
 
@@ -131,8 +136,6 @@ async def open_session(request: web.Request) -> web.Response:
     mgr = manager_of(request)
     node_id = node_of(request)
     body: SessionBody = await read_model(request, SessionBody, "session request")
-    if await mgr.store.get_json(REMOVED + node_id) is not None:
-        raise Forbidden(f"node {node_id} was removed from the swarm; join it again with a token")
     peer_ip = request.transport.get_extra_info("peername")[0] if request.transport else ""
     period = await mgr.heartbeat_period()
     lease = await mgr.store.etcd.lease_grant(max(2, math.ceil(3 * period)))
@@ -151,7 +154,8 @@ async def open_session(request: web.Request) -> web.Response:
             break
         except Conflict:
             continue
-    log.info("node %s opened a session with manager %s (lease %x)", node_id, mgr.node_id, lease)
+    log.info("node %s opened a session with manager %s (lease %x, certificate serial %x)",
+             node_id, mgr.node_id, lease, caller_of(request).identity.serial)
     return json_response({"lease": lease, "heartbeat_period": period, "managers": mgr.manager_addrs()})
 
 
@@ -224,7 +228,8 @@ async def assignments(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     last_write = 0.0
     try:
-        while mgr.running:
+        # A node removed meanwhile loses its stream; its next request is refused at the door.
+        while mgr.running and node_id not in mgr.cache.state.removed:
             stamp = mgr.cache.state.assignment_stamp(node_id)
             # Most changes concern other nodes: recompute only when this node's inputs moved.
             if stamp != last_stamp:

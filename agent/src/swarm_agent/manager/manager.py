@@ -16,7 +16,7 @@ from .. import pki
 from ..api.errors import BadRequest
 from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus
 from ..store.etcd import EtcdClient, EtcdError, cmp_absent, op_put
-from ..store.state import CA_KEY, LEADER_KEY, MANAGERS, Cache, Store
+from ..store.state import CA_KEY, LEADER_KEY, MANAGERS, REMOVED, Cache, Store
 from .ca import RootCA
 from .control import ControlLoop
 from .etcd_member import EtcdMember, client_url, peer_url
@@ -267,10 +267,10 @@ class Manager:
             await self.store.etcd.member_remove(member_id)
 
     async def remove_node(self, node: Node) -> None:
-        from .dispatcher import REMOVED
-
         await self.store.put_json(REMOVED + node.ID, {"removed": True})
         await self.store.delete(node, check_version=False)
+        # Every route checks callers against the cache: once this returns, this manager refuses the node.
+        await self.cache.barrier()
         log.info("node %s (%s) removed from the swarm", node.ID, node.Description.Hostname)
 
     async def leave_etcd(self) -> None:

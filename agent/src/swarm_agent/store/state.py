@@ -60,6 +60,8 @@ VNIS = ROOT + "ipam/vni/"
 ADDRS = ROOT + "ipam/addrs/"
 GOSSIP_KEY = ROOT + "gossip"
 DOWN_REPORTS = ROOT + "down-reports/"
+# IDs of removed nodes, kept for good: their certificates stay valid until they expire and must be refused.
+REMOVED = ROOT + "removed/"
 
 TABLES: dict[type, str] = {
     Service: ROOT + "services/", Task: ROOT + "tasks/", Node: ROOT + "nodes/", Network: ROOT + "networks/",
@@ -316,6 +318,7 @@ class Snapshot:
     gossip_keys: list[str] = field(default_factory=list)  # base64, newest first
     gossip_rotated: float = 0.0  # UNIX time the newest key was made
     down_reports: dict[str, set[str]] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
     # Indexes the dispatcher and the API need on every call.
     tasks_by_service: dict[str, set[str]] = field(default_factory=dict)
     tasks_by_node: dict[str, set[str]] = field(default_factory=dict)
@@ -438,6 +441,14 @@ class Cache:
                     reporters.discard(reporter)
                 else:
                     reporters.add(reporter)
+            elif key.startswith(REMOVED):
+                node_id = key[len(REMOVED):]
+                if kind == "delete":
+                    state.removed.discard(node_id)
+                else:
+                    state.removed.add(node_id)
+                # Wakes the removed node's assignment stream, which then ends.
+                state.touch_node(node_id)
             elif key.startswith(SESSIONS) or key.startswith(MANAGERS):
                 table = state.sessions if key.startswith(SESSIONS) else state.managers
                 obj_id = key.rsplit("/", 1)[1]

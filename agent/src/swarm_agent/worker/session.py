@@ -11,7 +11,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 
@@ -46,6 +45,7 @@ class WorkerSession:
     ) -> None:
         self.node_id = node_id
         self.certs = certs
+        self._ssl = pki.client_context(certs.ca_pem, certs.cert_pem, certs.key_pem)
         self.managers = list(managers)
         self.executor = executor
         self.hostname = hostname
@@ -67,8 +67,12 @@ class WorkerSession:
 
     # ----------------------------------------------------------- lifecycle
 
+    def adopt(self, certs: pki.NodeCerts) -> None:
+        """Present renewed certificates from the next connection on; the open session goes on with the old ones."""
+        pki.load_chain(self._ssl, certs.cert_pem, certs.key_pem)
+        self.certs = certs
+
     async def run(self) -> None:
-        ssl_context = pki.client_context(self.certs.ca_pem, self.certs.cert_pem, self.certs.key_pem)
         events = asyncio.create_task(self._watch_engine(), name="engine-events")
         reconciler = asyncio.create_task(self._reconcile_loop(), name="reconciler")
         failures = 0
@@ -76,7 +80,7 @@ class WorkerSession:
             while True:
                 for addr in list(self.managers):
                     try:
-                        await self._serve(addr, ssl_context)
+                        await self._serve(addr)
                     except SessionRefused as exc:
                         log.error("node %s: manager %s refused the session: %s", self.node_id, addr, exc)
                         await asyncio.sleep(5)
@@ -92,9 +96,9 @@ class WorkerSession:
             if self.network is not None:
                 await self.network.close()
 
-    async def _serve(self, addr: str, ssl_context: Any) -> None:
+    async def _serve(self, addr: str) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=None)
-        connector = aiohttp.TCPConnector(ssl=ssl_context)
+        connector = aiohttp.TCPConnector(ssl=self._ssl)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
             base = f"https://{addr}/swarmd"
             description = await asyncio.to_thread(self.executor.describe, self.hostname)
