@@ -165,3 +165,17 @@ def test_sdk_service_logs(logs_cluster):
         assert sorted(out.splitlines()) == sorted(f"{w} {h}" for h in hostnames.values() for w in ("first", "second"))
     finally:
         client.close()
+
+
+def test_a_node_that_is_down_is_skipped_with_a_warning(logs_cluster):
+    manager, nodes, tasks, hostnames = logs_cluster
+    w1 = next(n for n in nodes if n.name == "w1")
+    w1.kill()  # the agent only: its containers and their logs stay, unreachable
+    wait_for("w1 Down", lambda: manager.docker("node", "inspect", "--format", "{{.Status.State}}", "w1").stdout.strip()
+             == "down", timeout=60)
+    out = manager.docker("service", "logs", "logs", check=False)
+    assert out.returncode != 0, out
+    assert f"warning: incomplete log stream. some logs could not be retrieved for the following reasons: " \
+           f"node {w1.node_id} is not available" in out.stderr, out.stderr
+    kept = next(t for t in tasks if t["NodeID"] != w1.node_id)
+    assert f"second {hostnames[kept['ID']]}" in out.stdout, out.stdout
