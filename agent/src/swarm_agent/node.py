@@ -26,7 +26,7 @@ from aiohttp import web
 
 from . import __version__, pki, tokens
 from .api import app as api_app
-from .api import networks, nodes, secrets, services, swarm, system, tasks
+from .api import logs, networks, nodes, secrets, services, swarm, system, tasks
 from .api.errors import ApiError, BadRequest, NotManager, NOT_IN_SWARM, WORKER_NODE
 from .api.models import (
     InitRequest,
@@ -39,7 +39,7 @@ from .api.models import (
     Swarm,
     TLSInfoSpec,
 )
-from .manager import dispatcher
+from .manager import dispatcher, logbroker
 from .manager.ca import RootCA
 from .manager.etcd_member import EtcdMember
 from .manager.manager import Manager
@@ -196,7 +196,7 @@ class NodeAgent:
             api_app.Route("GET", "/swarmd/agent", self._agent_status, "manager"),
         ]
         return (system.ROUTES + swarm.ROUTES + nodes.ROUTES + services.ROUTES + tasks.ROUTES + networks.ROUTES
-                + secrets.ROUTES + dispatcher.ROUTES + own)
+                + secrets.ROUTES + logs.ROUTES + dispatcher.ROUTES + logbroker.ROUTES + own)
 
     async def run(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -692,6 +692,7 @@ class NodeAgent:
             "version": __version__,
             "session_manager": self.worker.connected_to if self.worker else None,
             "assigned_tasks": len(self.worker.assigned) if self.worker else 0,
+            "log_streams": self.worker.logs.active if self.worker else 0,
         }
         if mgr is not None:
             state = mgr.cache.state
@@ -704,5 +705,6 @@ class NodeAgent:
                               "availability": n.Spec.Availability, "role": n.Spec.Role} for n in state.nodes.values()},
                 services=len(state.services),
                 tasks=len(state.tasks),
+                log_subscriptions=len(state.log_subscriptions),
             )
         return api_app.json_response(status)

@@ -46,3 +46,6 @@ def test_twenty_hollow_nodes_join_and_run_a_service(lab, busybox):
     # Spread: 40 replicas over 20 equal nodes land on every one of them.
     assert len(nodes) == HOLLOW and all(name.startswith("hollow-") for name in nodes)
     assert fleet.poll() is None, fleet_host.logs("hollow")
+    # Hollow processes print nothing, but every hollow node answers a log request: the stream ends, empty.
+    logs = manager.docker("service", "logs", "web", timeout=60)
+    assert logs.stdout == "" and logs.stderr == "", logs

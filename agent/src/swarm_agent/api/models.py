@@ -541,6 +541,65 @@ class Task(Meta):
     GenericResources: list[dict[str, Any]] | None = None
 
 
+# ------------------------------------------------------------------------ logs
+# SwarmKit's log broker messages (its protobuf names): what ``docker service logs`` asks for, as managers
+# hand it to workers, and the lines workers send back.
+
+
+class LogSelector(Wire):
+    ServiceIDs: list[str] = Field(default_factory=list)
+    TaskIDs: list[str] = Field(default_factory=list)
+
+
+class LogSubscriptionOptions(Wire):
+    Streams: list[Literal["stdout", "stderr"]] = Field(default_factory=lambda: ["stdout", "stderr"], min_length=1)
+    Follow: bool = False
+    Tail: int | None = Field(default=None, ge=0)  # lines from the end of each task's log; None: all
+    Since: float | None = None  # UNIX time in seconds
+
+
+class SubscriptionMessage(Wire):
+    ID: str
+    Selector: LogSelector
+    Options: LogSubscriptionOptions
+    # The manager that serves the client: workers send the lines there.
+    Manager: str
+    # Without Follow, the nodes expected to answer (each says Close when it has sent everything).
+    Nodes: list[str] = Field(default_factory=list)
+
+    def selects(self, task: "Task") -> bool:
+        return task.ID in self.Selector.TaskIDs or task.ServiceID in self.Selector.ServiceIDs
+
+    def concerns(self, node_id: str, tasks: list["Task"]) -> bool:
+        """Whether ``node_id``, holding ``tasks``, has to publish for this subscription."""
+        if not self.Options.Follow:
+            return node_id in self.Nodes
+        # Followed: any node that runs (or ran) a selected task, including tasks placed after the call began.
+        return any(self.selects(t) for t in tasks)
+
+
+class LogContext(Wire):
+    NodeID: str = ""
+    ServiceID: str = ""
+    TaskID: str
+
+
+class LogMessage(Wire):
+    # Raw output may be any bytes: base64 in JSON.
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    Context: LogContext
+    Timestamp: str  # as the engine wrote it: RFC 3339 with nanoseconds
+    Stream: Literal["stdout", "stderr"]
+    Data: bytes
+
+
+class PublishLogsMessage(Wire):
+    SubscriptionID: str
+    Messages: list[LogMessage] = Field(default_factory=list)
+    Close: bool = False  # this node has sent everything it has for the subscription
+
+
 # ----------------------------------------------------------------------- nodes
 
 

@@ -5,9 +5,15 @@ from aiohttp import web
 from .app import Route, agent_of, json_response
 from .errors import BadRequest, NotFound
 from .filters import match_label, parse_filters
+from .lookup import resolve
 from .models import Task, TaskState
 from .nodes import find_node
 from .services import find_service
+
+def find_task(tasks: dict[str, Task], ref: str) -> Task:
+    """By full ID or a unique ID prefix: tasks have no names to look up."""
+    return resolve("task", ref, tasks.values(), lambda t: t.ID, lambda t: [])
+
 
 _DESIRED = {"running": {TaskState.RUNNING, TaskState.READY}, "shutdown": {TaskState.SHUTDOWN, TaskState.REMOVE},
             "accepted": {TaskState.ACCEPTED}}
@@ -69,14 +75,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 async def inspect_task(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
     await mgr.cache.barrier()
-    ref = request.match_info["id"]
-    task = mgr.cache.state.tasks.get(ref)
-    if task is None:
-        matches = [t for t in mgr.cache.state.tasks.values() if t.ID.startswith(ref)]
-        if len(matches) != 1:
-            raise NotFound(f"task {ref} not found" if not matches else f"task {ref} is ambiguous")
-        task = matches[0]
-    return json_response(task.wire())
+    return json_response(find_task(mgr.cache.state.tasks, request.match_info["id"]).wire())
 
 
 ROUTES = [

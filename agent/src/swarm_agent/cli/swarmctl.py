@@ -36,10 +36,12 @@ def _print_status(status: dict[str, Any]) -> None:
     print(f"Swarm:         {status['cluster_id'] or '-'}")
     print(f"Agent:         swarmd {status['version']}")
     print(f"Session with:  {status['session_manager'] or '-'} ({status['assigned_tasks']} tasks assigned here)")
+    print(f"Log streams:   {status['log_streams']} published from here")
     if "leader" in status:
         print(f"Leader:        {status['leader']}{' (this node)' if status['is_leader'] else ''}")
         print(f"Managers up:   {len(status['managers'])}")
         print(f"Store:         revision {status['store_revision']}, {status['services']} services, {status['tasks']} tasks")
+        print(f"Log requests:  {status['log_subscriptions']} open in the swarm")
         print("Nodes:")
         for node_id, node in sorted(status["nodes"].items(), key=lambda kv: kv[1]["hostname"]):
             print(f"  {node_id}  {node['hostname']:<16} {node['role']:<8} {node['state']:<8} {node['availability']}")

@@ -182,7 +182,8 @@ async def leave(request: web.Request) -> web.Response:
 
 def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
     state = mgr.cache.state
-    tasks = [state.tasks[t].wire() for t in sorted(state.tasks_by_node.get(node_id, ())) if t in state.tasks]
+    node_tasks = [state.tasks[t] for t in sorted(state.tasks_by_node.get(node_id, ())) if t in state.tasks]
+    tasks = [t.wire() for t in node_tasks]
     node = state.nodes.get(node_id)
     services = {t["ServiceID"]: state.services[t["ServiceID"]].Spec.Name for t in tasks if t["ServiceID"] in state.services}
     networks = [
@@ -198,6 +199,7 @@ def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
         "gossip": {"keys": state.gossip_keys},
         "managers": mgr.manager_addrs(),
         "node": (node.Spec if node else NodeSpec()).wire(),
+        "logs": [s.wire() for _, s in sorted(state.log_subscriptions.items()) if s.concerns(node_id, node_tasks)],
     }
 
 

@@ -20,6 +20,7 @@ from ..store.state import CA_KEY, LEADER_KEY, MANAGERS, REMOVED, Cache, Store
 from .ca import RootCA
 from .control import ControlLoop
 from .etcd_member import EtcdMember, client_url, peer_url
+from .logbroker import LogBroker
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Manager:
         self._tasks: list[asyncio.Task[Any]] = []
         self._control: ControlLoop | None = None
         self._record_lease = 0
+        self.logs = LogBroker(self)
 
     @property
     def api_addr(self) -> str:

@@ -17,6 +17,8 @@ Layout (every key under ``/swarm/`` so one watch sees every change):
 - ``/swarm/leader``                the leader's node ID, held by the leader's lease
 - ``/swarm/gossip``                the gossip keyring (managers hand it out with assignments)
 - ``/swarm/down-reports/<node>/<reporter>``  gossip found <node> dead, says <reporter>; short-lived lease
+- ``/swarm/logs/<subscription id>``  a ``docker service logs`` in progress (SubscriptionMessage), held by the
+  lease of the manager serving the client; workers learn of it with their assignments
 
 An object's ``Version.Index`` is its key's etcd ``mod_revision``: an update
 sends back the version it read and fails with :class:`Conflict` if anybody
@@ -31,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..api.models import Network, Node, Service, Swarm, Task, Wire
+from ..api.models import Network, Node, Service, SubscriptionMessage, Swarm, Task, Wire
 from .etcd import (
     CompactedError,
     EtcdClient,
@@ -62,6 +64,7 @@ GOSSIP_KEY = ROOT + "gossip"
 DOWN_REPORTS = ROOT + "down-reports/"
 # IDs of removed nodes, kept for good: their certificates stay valid until they expire and must be refused.
 REMOVED = ROOT + "removed/"
+LOG_SUBSCRIPTIONS = ROOT + "logs/"
 
 TABLES: dict[type, str] = {
     Service: ROOT + "services/", Task: ROOT + "tasks/", Node: ROOT + "nodes/", Network: ROOT + "networks/",
@@ -319,6 +322,7 @@ class Snapshot:
     gossip_rotated: float = 0.0  # UNIX time the newest key was made
     down_reports: dict[str, set[str]] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
+    log_subscriptions: dict[str, SubscriptionMessage] = field(default_factory=dict)
     # Indexes the dispatcher and the API need on every call.
     tasks_by_service: dict[str, set[str]] = field(default_factory=dict)
     tasks_by_node: dict[str, set[str]] = field(default_factory=dict)
@@ -449,6 +453,13 @@ class Cache:
                     state.removed.add(node_id)
                 # Wakes the removed node's assignment stream, which then ends.
                 state.touch_node(node_id)
+            elif key.startswith(LOG_SUBSCRIPTIONS):
+                sub_id = key[len(LOG_SUBSCRIPTIONS):]
+                state.log_subscriptions.pop(sub_id, None)
+                if kind != "delete":
+                    state.log_subscriptions[sub_id] = SubscriptionMessage.model_validate_json(kv.value)
+                # Which nodes a subscription concerns depends on their tasks: each node's stream decides.
+                state.touch_all()
             elif key.startswith(SESSIONS) or key.startswith(MANAGERS):
                 table = state.sessions if key.startswith(SESSIONS) else state.managers
                 obj_id = key.rsplit("/", 1)[1]

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,6 +195,20 @@ def _engine_labels(entries: list[str] | None) -> dict[str, str]:
         key, _, value = entry.partition("=")
         labels[key] = value
     return labels
+
+
+class LogStream:
+    """One stream of a container's log; ``close()`` from any thread ends it, even while another thread reads it."""
+
+    def __init__(self, chunks: Iterable[bytes], on_close: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._on_close = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._chunks)
+
+    def close(self) -> None:
+        self._on_close()
 
 
 class Executor:
@@ -373,6 +387,32 @@ class Executor:
         with self._lock:
             self._stopped.discard(inspect["Id"])
         log.info("task %s: removed container %s", task_id, inspect["Id"][:12])
+
+    # ------------------------------------------------------------- logs
+
+    def logs(self, container_id: str, source: str, *, follow: bool, since: float | None,
+             tail: int | None) -> LogStream:
+        """The ``source`` ("stdout" or "stderr") of a container's log, each line after the engine's timestamp.
+
+        One chunk per line for a container without a TTY; the raw bytes otherwise. A connection of its
+        own, as a followed log blocks it for as long as the container runs.
+        """
+        api = docker.APIClient(base_url=self.docker_url, version=API_VERSION)
+        try:
+            stream = api.logs(container_id, stdout=source == "stdout", stderr=source == "stderr", stream=True,
+                              follow=follow, timestamps=True, since=since, tail="all" if tail is None else tail)
+        except BaseException:
+            api.close()
+            raise
+
+        def close() -> None:
+            try:
+                stream.close()
+            except OSError:
+                pass  # already closed by the engine
+            api.close()
+
+        return LogStream(stream, close)
 
     # ----------------------------------------------------------- events
 

@@ -32,7 +32,7 @@ import aiohttp
 
 from .. import pki
 from ..api.models import EngineDescription, NodeDescription, PlatformInfo, ResourceObject, Task, TaskState
-from .executor import GO_ARCH, engine_plugins, Observed
+from .executor import GO_ARCH, LogStream, Observed, engine_plugins
 from .join import request_join
 from .session import WorkerSession
 
@@ -196,6 +196,11 @@ class HollowExecutor:
         log.info("task %s: removed hollow container %s", task_id, box.container_id[:12])
 
     # ----------------------------------------------------------- events
+
+    def logs(self, container_id: str, source: str, *, follow: bool, since: float | None,
+             tail: int | None) -> LogStream:
+        """Simulated processes print nothing."""
+        return LogStream((), lambda: None)
 
     def _take_events(self) -> list[str]:
         """Task IDs changed since the last call, and those whose start delay has passed (lock held)."""

@@ -15,9 +15,10 @@ from collections.abc import Callable
 import aiohttp
 
 from .. import pki
-from ..api.models import ServiceEndpoint, Task, TaskState, TaskStatus
+from ..api.models import ServiceEndpoint, SubscriptionMessage, Task, TaskState, TaskStatus
 from .container_config import host_ports
 from .executor import Executor, Observed
+from .logs import LogPublisher
 from .node_network import NodeNetwork
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class WorkerSession:
         self._outbox_ready = asyncio.Event()
         self._have_assignments = False
         self.established = asyncio.Event()
+        self.logs = LogPublisher(node_id, executor, certs)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -92,6 +94,7 @@ class WorkerSession:
         finally:
             events.cancel()
             reconciler.cancel()
+            await self.logs.close()
             self.executor.close()
             if self.network is not None:
                 await self.network.close()
@@ -175,6 +178,8 @@ class WorkerSession:
                     self.on_role(role)
                 self._have_assignments = True
                 self._wake.set()
+                self.logs.update([SubscriptionMessage.model_validate(s) for s in message.get("logs") or []],
+                                 self.assigned)
 
     async def _reports(self, http: aiohttp.ClientSession, base: str) -> None:
         while True:
@@ -231,6 +236,7 @@ class WorkerSession:
                 await self.reconcile()
             except Exception:
                 log.exception("node %s: reconcile failed", self.node_id)
+            self.logs.poke()
 
     def _service_name(self, task: Task) -> str:
         # A task's name is "SERVICE.SLOT" (or "SERVICE.NODE"): the fallback when the managers sent no name.
