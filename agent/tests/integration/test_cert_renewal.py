@@ -103,9 +103,12 @@ def test_nodes_renew_their_certificates_and_keep_working(lab, busybox):
 
 def test_renewal_with_no_manager_reachable_retries_and_then_succeeds(lab):
     manager, worker = form_swarm(lab.add_hosts("m1", "w1"), *WINDOW, init=("--cert-expiry", "1h"))
-    before = disk(worker).serial
     manager.kill()
-    wait_for("a failed renewal", lambda: "certificate renewal failed; trying again" in agent_log(worker), timeout=60)
+    failed = "certificate renewal failed; trying again"
+    wait_for("a failed renewal", lambda: failed in agent_log(worker), timeout=60)
+    # Read after the first failure: a renewal due before the kill may have completed on a slow machine.
+    before = disk(worker).serial
+    wait_for("a second failed renewal", lambda: agent_log(worker).count(failed) >= 2, timeout=60)
     assert disk(worker).serial == before
     manager.start(*WINDOW)
     wait_for("the worker to renew once the manager is back", lambda: disk(worker).serial != before, timeout=90)

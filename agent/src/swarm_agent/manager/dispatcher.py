@@ -225,7 +225,6 @@ async def assignments(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     last_digest = ""
     last_stamp: tuple[int, int] | None = None
-    revision = 0
     period = await mgr.heartbeat_period()
     loop = asyncio.get_running_loop()
     last_write = 0.0
@@ -245,7 +244,7 @@ async def assignments(request: web.Request) -> web.StreamResponse:
                 # An empty line now and then tells both ends the stream is alive.
                 await response.write(b"\n")
                 last_write = loop.time()
-            revision = await mgr.cache.wait_change(revision, timeout=period)
+            await mgr.cache.wait_assignment_change(node_id, stamp, timeout=period)
     except (ConnectionError, aiohttp.ClientConnectionResetError):
         log.info("node %s closed its assignment stream", node_id)
     return response

@@ -382,6 +382,8 @@ class Cache:
         self.revision = 0
         self._changed = asyncio.Condition()
         self._ready = asyncio.Event()
+        # Assignment streams waiting for their own node's inputs: node ID -> (stamp seen, event to set).
+        self._assignment_waiters: dict[str, list[tuple[tuple[int, int], asyncio.Event]]] = {}
 
     async def run(self) -> None:
         while True:
@@ -476,6 +478,30 @@ class Cache:
         async with self._changed:
             self.revision = revision
             self._changed.notify_all()
+        for node_id, waiters in self._assignment_waiters.items():
+            stamp = self.state.assignment_stamp(node_id)
+            for seen, event in waiters:
+                if seen != stamp:
+                    event.set()
+
+    async def wait_assignment_change(self, node_id: str, seen: tuple[int, int], timeout: float) -> None:
+        """Wait until the inputs of ``node_id``'s assignment move past stamp ``seen``, or ``timeout``.
+
+        Only that node's stream wakes: waking every node's stream on every revision (a thousand streams, a
+        status report per revision) kept a busy manager's event loop from reading its own watch."""
+        if self.state.assignment_stamp(node_id) != seen:
+            return
+        waiter = (seen, asyncio.Event())
+        waiters = self._assignment_waiters.setdefault(node_id, [])
+        waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter[1].wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._assignment_waiters[node_id]
 
     async def ready(self) -> None:
         await self._ready.wait()
