@@ -10,6 +10,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..api.errors import ApiError
@@ -19,10 +20,11 @@ from ..net.gossip import Keyring
 from ..pki import new_node_id
 from ..store.state import GOSSIP_KEY, Conflict, NameConflict, PortConflict
 from .allocator import Allocator
-from .orchestrator import reconcile
+from .orchestrator import Plan, reconcile
 from .restart import is_live
 from .scheduler import schedule
 from .timestamps import parse_timestamp
+from .updater import ACTIVE
 
 if TYPE_CHECKING:
     from .manager import Manager
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 BATCH_WINDOW = 0.05
 # Time passes even when nothing is written (restart delays, update delays).
 IDLE_TICK = 1.0
+# Every service is reconciled at least this often, settled or not.
+FULL_PASS = 10.0
 GOSSIP_KEY_ROTATION = 12 * 3600.0
 
 
@@ -43,6 +47,10 @@ class ControlLoop:
         # When each task was first seen running: a task that fails afterwards no longer says so, and
         # the updater's monitor needs it. Lost with leadership, as SwarmKit's updater loses it.
         self.running_since: dict[str, float] = {}
+        # Incremental passes (see _services_to_reconcile): service ID -> its stamp when last settled.
+        self._settled: dict[str, int] = {}
+        self._nodes_seen = -1
+        self._full_pass_at = 0.0
 
     async def run(self) -> None:
         cache = self.mgr.cache
@@ -128,19 +136,61 @@ class ControlLoop:
         for task_id in [t for t in self.running_since if t not in tasks]:
             del self.running_since[task_id]
 
+    def _services_to_reconcile(self) -> set[str] | None:
+        """The services whose tasks or spec moved since a pass left them settled; None: every service.
+
+        Every service after a node record changed (down, drained, joined: global services and the tasks on
+        that node depend on it), and every FULL_PASS in case anything else did."""
+        state = self.mgr.cache.state
+        clock = time.monotonic()
+        if state.nodes_stamp != self._nodes_seen or clock >= self._full_pass_at:
+            self._nodes_seen, self._full_pass_at = state.nodes_stamp, clock + FULL_PASS
+            return None
+        return {sid for sid, stamp in state.service_stamps.items() if self._settled.get(sid) != stamp}
+
+    def _note_settled(self, service_ids: Iterable[str], stamps: dict[str, int], plan: Plan) -> None:
+        """Remember the services a pass left with nothing to do and nothing in motion: until their stamp
+        moves, passes skip them. In motion: an update, or a live task not yet where it is meant to be
+        (starting, waiting for a restart delay), which time alone can move on."""
+        state = self.mgr.cache.state
+        touched = {t.ServiceID for t in (*plan.create, *plan.update)} | {s.ID for s in plan.services}
+        touched |= {state.tasks[t].ServiceID for t in plan.delete if t in state.tasks}
+        for sid in service_ids:
+            service = state.services.get(sid)
+            settled = (
+                service is not None
+                and sid not in touched
+                and not (service.UpdateStatus and service.UpdateStatus.State in ACTIVE)
+                and all(
+                    task.Status.State == task.DesiredState
+                    for task in (state.tasks[t] for t in state.tasks_by_service.get(sid, ()))
+                    if is_live(task)
+                )
+            )
+            if settled:
+                self._settled[sid] = stamps[sid]
+            else:
+                self._settled.pop(sid, None)
+
     async def orchestrate(self) -> None:
         state = self.mgr.cache.state
         limit = state.cluster.Spec.Orchestration.TaskHistoryRetentionLimit if state.cluster else 5
         self.note_running()
+        wanted = self._services_to_reconcile()
+        service_ids = set(state.service_stamps) if wanted is None else wanted
+        if not service_ids:
+            return
+        stamps = {sid: state.service_stamps.get(sid, 0) for sid in service_ids}
         plan = reconcile(
-            list(state.services.values()),
-            list(state.tasks.values()),
+            [state.services[sid] for sid in service_ids if sid in state.services],
+            [state.tasks[t] for sid in service_ids for t in state.tasks_by_service.get(sid, ()) if t in state.tasks],
             list(state.nodes.values()),
             history_limit=limit,
             now=time.time(),
             new_id=new_node_id,
             running_since=self.running_since,
         )
+        self._note_settled(service_ids, stamps, plan)
         if plan.empty():
             return
         for service in plan.services:

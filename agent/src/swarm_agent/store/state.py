@@ -331,6 +331,19 @@ class Snapshot:
     # dispatcher stream recomputes a node's assignments only when they can have changed.
     node_stamps: dict[str, int] = field(default_factory=dict)
     shared_stamp: int = 0
+    # When a service or one of its tasks last changed (kept after the service is deleted, while its tasks
+    # go), and when any node record did: the leader reconciles only what moved since its last pass.
+    service_stamps: dict[str, int] = field(default_factory=dict)
+    nodes_stamp: int = 0
+
+    def touch_service(self, service_id: str) -> None:
+        self.service_stamps[service_id] = next(_STAMPS)
+
+    def forget_service(self, service_id: str) -> None:
+        """Drop the stamp of a deleted service once its last task is gone: nothing is left to reconcile."""
+        if service_id not in self.services and not self.tasks_by_service.get(service_id):
+            self.service_stamps.pop(service_id, None)
+            self.tasks_by_service.pop(service_id, None)
 
     def touch_node(self, node_id: str | None) -> None:
         if node_id:
@@ -358,8 +371,13 @@ class Snapshot:
     def index_task(self, old: Task | None, new: Task | None) -> None:
         self.touch_node(old.NodeID if old is not None else None)
         self.touch_node(new.NodeID if new is not None else None)
+        for task in (old, new):
+            if task is not None:
+                self.touch_service(task.ServiceID)
         if old is not None:
             self.tasks_by_service.get(old.ServiceID, set()).discard(old.ID)
+            if new is None:
+                self.forget_service(old.ServiceID)
             if old.NodeID:
                 self.tasks_by_node.get(old.NodeID, set()).discard(old.ID)
         if new is not None:
@@ -426,7 +444,12 @@ class Cache:
                         state.index_task(old, new)
                     elif model is Node:
                         state.touch_node(obj_id)
+                        state.nodes_stamp = next(_STAMPS)
                     else:
+                        if model is Service:
+                            state.touch_service(obj_id)
+                            if new is None:
+                                state.forget_service(obj_id)
                         state.touch_all()
                     return
             if key.startswith(ADDRS):
