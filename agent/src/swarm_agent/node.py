@@ -6,6 +6,7 @@ member and its running containers.
 """
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import json
@@ -26,7 +27,7 @@ from aiohttp import web
 from . import __version__, pki, tokens
 from .api import app as api_app
 from .api import networks, nodes, secrets, services, swarm, system, tasks
-from .api.errors import ApiError, BadRequest, NotManager, NOT_IN_SWARM, WORKER_NODE
+from .api.errors import ApiError, BadRequest, NotManager, NOT_IN_SWARM, SWARM_LOCKED, WORKER_NODE
 from .api.models import (
     InitRequest,
     JoinRequest,
@@ -41,13 +42,15 @@ from .api.models import (
 from .manager import dispatcher
 from .manager.ca import RootCA
 from .manager.etcd_member import EtcdMember
+from .manager.keys import UNLOCK_AAD, InvalidKey, KeyFile, new_key, parse_unlock_key, seal
 from .manager.manager import Manager
-from .store.etcd import EtcdClient
+from .store.etcd import EtcdClient, op_put
 from .manager.ipam import INGRESS_NAME
-from .store.state import CA_KEY, Snapshot, Store
+from .store.state import CA_KEY, UNLOCK_KEY, Snapshot, Store
 from .worker.executor import Executor
 from .worker.join import request_join
 from .worker.node_network import NodeNetwork
+from .worker.secret_files import TaskFiles
 from .worker.session import WorkerSession
 
 log = logging.getLogger(__name__)
@@ -157,6 +160,8 @@ class NodeAgent:
         self._transition = asyncio.Lock()
         self._role_change: asyncio.Task[None] | None = None
         self._role_retry_at = 0.0
+        # A manager's copy of the swarm's data key (keys.py); None on workers and on a locked manager.
+        self.data_key: bytes | None = None
 
     # ----------------------------------------------------------- identity
 
@@ -168,6 +173,14 @@ class NodeAgent:
     def state_file(self) -> Path:
         return self.config.data_dir / "state.json"
 
+    @property
+    def task_files(self) -> TaskFiles:
+        return TaskFiles(self.config.data_dir / "task-secrets")
+
+    @property
+    def key_file(self) -> KeyFile:
+        return KeyFile.of(self.config.data_dir)
+
     def _save_state(self) -> None:
         assert self.state is not None
         tmp = self.state_file.with_suffix(".tmp")
@@ -177,6 +190,8 @@ class NodeAgent:
     def require_manager(self) -> Manager:
         if self.manager is not None and self.manager.running:
             return self.manager
+        if self.local_state == "locked":
+            raise NotManager(SWARM_LOCKED)
         raise NotManager(WORKER_NODE if self.state else NOT_IN_SWARM)
 
     def swarm_header(self) -> str:
@@ -221,8 +236,29 @@ class NodeAgent:
             log.error("state file present but certificates missing; this node must leave and join again")
             self.local_state = "error"
             return
+        if self.state.role == "manager" and self.key_file.exists():
+            if self.key_file.locked():
+                # Autolock: nothing runs, not even etcd, until "docker swarm unlock" gives the key.
+                log.warning("manager %s of swarm %s is locked; unlock it with \"docker swarm unlock\"",
+                            self.state.node_id, self.state.cluster_id)
+                self.local_state = "locked"
+                return
+            self.data_key = self.key_file.load()
         log.info("resuming as %s %s of swarm %s", self.state.role, self.state.node_id, self.state.cluster_id)
         await self._activate(initial_cluster=None)
+
+    async def unlock(self, unlock_key: str) -> None:
+        async with self._transition:
+            if self.state is None:
+                raise NotManager("This node is not part of a swarm")
+            if self.local_state != "locked":
+                raise BadRequest("swarm is not locked")
+            try:
+                self.data_key = self.key_file.load(parse_unlock_key(unlock_key))
+            except InvalidKey:
+                raise BadRequest("swarm could not be unlocked: invalid key") from None
+            log.info("manager %s unlocked", self.state.node_id)
+            await self._activate(initial_cluster=None)
 
     async def _activate(self, initial_cluster: str | None) -> None:
         """Start what this node's role needs: etcd and the manager, then the worker session."""
@@ -247,6 +283,8 @@ class NodeAgent:
                 api_port=self.state.api_port,
                 etcd=EtcdClient(endpoints),
                 member=self.member,
+                data_key=self.data_key,
+                key_file=self.key_file,
             )
             await self.manager.start()
             runner = web.AppRunner(api_app.build_app(self, self.routes(), local=False), access_log=None)
@@ -270,6 +308,7 @@ class NodeAgent:
                 on_dead=lambda node_id: self.worker.report_down(node_id) if self.worker else None,
                 mesh_backend=self.config.mesh_backend,
             ),
+            files=self.task_files,
         )
         self._worker_task = asyncio.create_task(self.worker.run(), name="worker-session")
         self.local_state = "active"
@@ -321,8 +360,8 @@ class NodeAgent:
                 )
             except ValueError as exc:
                 raise BadRequest(f"Spec.CAConfig: {exc}") from None
-            if req.AutoLockManagers or req.Spec.EncryptionConfig.AutoLockManagers:
-                raise BadRequest("AutoLockManagers: autolock is not available in this cluster")
+            autolock = req.AutoLockManagers or req.Spec.EncryptionConfig.AutoLockManagers
+            data_key, unlock_key = new_key(), new_key() if autolock else None
             node_id, cluster_id = pki.new_node_id(), pki.new_node_id()
             key = pki.new_key_pem()
             cert = root_ca.sign_csr(
@@ -332,6 +371,7 @@ class NodeAgent:
             certs = pki.NodeCerts(ca_pem=root_ca.cert_pem, cert_pem=cert, key_pem=key)
             spec = req.Spec.model_copy(deep=True)
             spec.CAConfig.SigningCACert = spec.CAConfig.SigningCAKey = None
+            spec.EncryptionConfig.AutoLockManagers = autolock
             cluster = Swarm(
                 ID=cluster_id,
                 Spec=spec,
@@ -350,7 +390,10 @@ class NodeAgent:
                 Description=description,
                 Status=NodeStatus(State="unknown", Addr=advertise_ip),
             )
-            await self._seed_store(cluster, root_ca, me, advertise_ip)
+            sealed_unlock = seal(data_key, unlock_key, UNLOCK_AAD) if unlock_key else None
+            await self._seed_store(cluster, root_ca, me, advertise_ip, sealed_unlock)
+            self.key_file.save(data_key, unlock_key)
+            self.data_key = data_key
             certs.save(self.config.data_dir)
             self.certs = certs
             self.state = NodeState(
@@ -364,10 +407,12 @@ class NodeAgent:
                 await self._wipe()
                 raise ApiError(f"could not start the manager: {exc}") from exc
             await self._first_session()
-            log.info("initialised swarm %s; this node %s is its first manager", cluster_id, node_id)
+            log.info("initialised swarm %s; this node %s is its first manager%s", cluster_id, node_id,
+                     " (autolock on)" if autolock else "")
             return node_id
 
-    async def _seed_store(self, cluster: Swarm, root_ca: RootCA, me: Node, advertise_ip: str) -> None:
+    async def _seed_store(self, cluster: Swarm, root_ca: RootCA, me: Node, advertise_ip: str,
+                          sealed_unlock: str | None) -> None:
         """Start a fresh etcd member (or use the configured one) and write the cluster's first records."""
         if self.config.etcd_endpoints:
             etcd = EtcdClient(self.config.etcd_endpoints)
@@ -381,7 +426,8 @@ class NodeAgent:
         try:
             if await store.get_cluster() is not None:
                 raise BadRequest("the configured etcd already holds a swarm; use an empty one")
-            await store.put_cluster(cluster, create=True)
+            await store.put_cluster(cluster, create=True,
+                                    also=[op_put(UNLOCK_KEY, sealed_unlock)] if sealed_unlock else [])
             await store.put_json(CA_KEY, {"cert": root_ca.cert_pem.decode(), "key": (root_ca.key_pem or b"").decode()})
             await store.create(me)
             # Like Swarm, a new cluster has the ingress network that published ports are served on.
@@ -419,6 +465,7 @@ class NodeAgent:
                 ca_pem=result["ca"].encode(), cert_pem=result["cert"].encode(), key_pem=key
             )
             self.certs.save(self.config.data_dir)
+            self._take_data_key(result)
             self.state = NodeState(
                 node_id=result["node_id"], cluster_id=result["cluster_id"], role=result["role"],
                 advertise_ip=advertise_ip, listen_host=listen_host, api_port=listen_port,
@@ -476,6 +523,8 @@ class NodeAgent:
                 await self.member.stop(wipe=True)
                 self.member = None
             previous = (self.certs, self.state.role, self.state.managers)
+            previous_key = self.data_key
+            self._take_data_key(result)
             own = f"{self.state.advertise_ip}:{self.state.api_port}"
             self._adopt(
                 pki.NodeCerts(ca_pem=result["ca"].encode(), cert_pem=result["cert"].encode(), key_pem=key),
@@ -492,12 +541,20 @@ class NodeAgent:
                     await self.member.stop(wipe=True)
                     self.member = None
                 self._adopt(*previous)
+                self.data_key = previous_key
                 await self._activate(initial_cluster=None)
                 loop = asyncio.get_running_loop()
                 self._role_retry_at = loop.time() + ROLE_RETRY
                 loop.call_later(ROLE_RETRY, self._role_wanted, role)
                 return
             log.info("node %s is now a %s", self.state.node_id, role)
+
+    def _take_data_key(self, answer: dict[str, Any]) -> None:
+        """A manager keeps the data key its join or renew answer carries (the Manager writes it to disk);
+        a worker keeps none."""
+        self.data_key = base64.b64decode(answer["data_key"]) if answer.get("data_key") else None
+        if self.data_key is None:
+            self.key_file.remove()
 
     def _adopt(self, certs: pki.NodeCerts, role: str, managers: list[str]) -> None:
         assert self.state is not None
@@ -562,6 +619,9 @@ class NodeAgent:
             await self.member.stop(wipe=True)
             self.member = None
         shutil.rmtree(pki.NodeCerts.directory(self.config.data_dir), ignore_errors=True)
+        self.key_file.remove()
+        self.data_key = None
+        self.task_files.destroy()
         self.state_file.unlink(missing_ok=True)
         self.state = None
         self.certs = None

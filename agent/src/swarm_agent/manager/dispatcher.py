@@ -7,6 +7,7 @@ expires, and a worker that fails over to another manager keeps its lease.
 """
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -20,7 +21,8 @@ from pydantic import BaseModel, Field
 from .. import tokens
 from ..api.app import Route, agent_of, caller_of, json_response, read_model
 from ..api.errors import ApiError, BadRequest, Forbidden, NotFound
-from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, TaskStatus, now
+from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, Task, TaskState, TaskStatus, now
+from ..api.secrets import referenced
 from ..store.state import DOWN_REPORTS, SESSIONS, Conflict
 from .allocator import swarm_network_object
 
@@ -176,9 +178,31 @@ async def leave(request: web.Request) -> web.Response:
     return json_response({})
 
 
+def _values(mgr: "Manager", tasks: list[Task]) -> dict[str, dict[str, str]]:
+    """The values (base64) of the secrets and configs that the node's live tasks use, and of no others."""
+    state = mgr.cache.state
+    out: dict[str, dict[str, str]] = {"secret": {}, "config": {}}
+    for task in tasks:
+        if task.Status.State.terminal or task.DesiredState.rank > TaskState.COMPLETE.rank:
+            continue
+        for kind, ids in referenced(task.Spec.ContainerSpec).items():
+            table = state.secrets if kind == "secret" else state.configs
+            for obj_id in ids:
+                if obj_id in table and obj_id not in out[kind]:
+                    try:
+                        value = mgr.open_value(kind, obj_id, table[obj_id].Sealed)
+                    except ApiError as exc:
+                        # The node rejects the task for want of the value; the others still get theirs.
+                        log.error("%s %s not sent to a node: %s", kind, obj_id, exc.message)
+                        continue
+                    out[kind][obj_id] = base64.b64encode(value).decode()
+    return out
+
+
 def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
     state = mgr.cache.state
-    tasks = [state.tasks[t].wire() for t in sorted(state.tasks_by_node.get(node_id, ())) if t in state.tasks]
+    own = [state.tasks[t] for t in sorted(state.tasks_by_node.get(node_id, ())) if t in state.tasks]
+    tasks = [t.wire() for t in own]
     node = state.nodes.get(node_id)
     services = {t["ServiceID"]: state.services[t["ServiceID"]].Spec.Name for t in tasks if t["ServiceID"] in state.services}
     networks = [
@@ -194,6 +218,7 @@ def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
         "gossip": {"keys": state.gossip_keys},
         "managers": mgr.manager_addrs(),
         "node": (node.Spec if node else NodeSpec()).wire(),
+        **_values(mgr, own),
     }
 
 
