@@ -86,10 +86,11 @@ class SwarmNode:
         self.host.kill(self.proc, sig)
         self.proc = None
 
-    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    def docker(self, *args: str, check: bool = True, timeout: float = 120,
+               input: str | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [DOCKER_CLI, "-H", f"unix://{self.socket}", *args],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            capture_output=True, text=True, timeout=timeout, check=False, input=input,
         )
         if check and result.returncode != 0:
             raise AssertionError(

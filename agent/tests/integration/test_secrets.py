@@ -1,0 +1,157 @@
+"""Secrets and configs on a real cluster, driven by the docker CLI: stored sealed, delivered only to the nodes
+running a task that uses them, as read-only files with their owner and mode, gone when the task goes;
+a restarted manager reads them again, and with autolock waits for its unlock key first."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from harness.cluster import SwarmNode, agent_log, start_cluster, wait_for
+
+pytestmark = pytest.mark.integration
+
+PLAIN = "s3cr3t-Value-7f1c9a"
+CONFIG_TEXT = "listen 8080\n"
+
+
+def files_holding(node: SwarmNode, needle: bytes) -> list[str]:
+    """Every file on disk under the node's data dir (etcd's WAL and database included, the tmpfs of task
+    files not) that contains ``needle``."""
+    memory = Path(node.data_dir) / "task-secrets"
+    return [str(p) for p in Path(node.data_dir).rglob("*")
+            if p.is_file() and memory not in p.parents and needle in p.read_bytes()]
+
+
+def task_files(node: SwarmNode) -> list[Path]:
+    root = Path(node.data_dir) / "task-secrets"
+    return [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+
+
+def container_of(node: SwarmNode, service: str) -> str:
+    return wait_for(f"a running container of {service} on {node.name}", lambda: node.host.docker(
+        "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}").stdout.decode().strip())
+
+
+def test_secrets_reach_only_the_nodes_that_need_them(lab, busybox):
+    image, archive = busybox
+    manager, w1, w2 = start_cluster(lab.add_hosts("m1", "w1", "w2"), archive, drain_manager=True)
+
+    secret_id = manager.docker("secret", "create", "--label", "team=db", "db_pw", "-", input=PLAIN).stdout.strip()
+    manager.docker("config", "create", "site.conf", "-", input=CONFIG_TEXT)
+    assert manager.docker("secret", "ls", "--format", "{{.ID}} {{.Name}}").stdout.split() == [secret_id, "db_pw"]
+    inspected = manager.json("secret", "inspect", "db_pw")[0]
+    assert inspected["ID"] == secret_id and inspected["Spec"]["Labels"] == {"team": "db"}
+    assert "Data" not in inspected["Spec"] and PLAIN not in json.dumps(inspected)
+    config = manager.json("config", "inspect", "site.conf")[0]
+    assert manager.docker("config", "inspect", "--format", "{{printf \"%s\" .Spec.Data}}",
+                          "site.conf").stdout.strip() == CONFIG_TEXT.strip(), config
+    duplicate = manager.docker("secret", "create", "db_pw", "-", input="other", check=False)
+    assert duplicate.returncode != 0 and "secret db_pw already exists" in duplicate.stderr
+
+    manager.docker("service", "create", "-d", "--name", "app", "--constraint", "node.hostname==w1",
+                   "--secret", "source=db_pw,target=pw,uid=100,gid=101,mode=0400",
+                   "--config", "source=site.conf,target=/etc/site.conf",
+                   image, "sleep", "3600")
+    container = container_of(w1, "app")
+
+    def in_task(*argv: str, check: bool = True):
+        return w1.host.docker("exec", container, *argv, check=check)
+
+    assert in_task("cat", "/run/secrets/pw").stdout.decode() == PLAIN
+    assert in_task("ls", "-ln", "/run/secrets/pw").stdout.decode().split()[:4] == ["-r--------", "1", "100", "101"]
+    assert in_task("cat", "/etc/site.conf").stdout.decode() == CONFIG_TEXT
+    assert in_task("ls", "-ln", "/etc/site.conf").stdout.decode().split()[0] == "-r--r--r--"
+    written = in_task("sh", "-c", "echo changed > /run/secrets/pw", check=False)
+    assert written.returncode != 0 and b"Read-only file system" in written.stderr
+
+    # The values are on w1, in memory, and on no other node.
+    held = [p.read_bytes() for p in task_files(w1)]
+    assert sorted(held) == sorted([PLAIN.encode(), CONFIG_TEXT.encode()])
+    assert w1.host.run("findmnt", "-n", "-o", "FSTYPE", str(Path(w1.data_dir) / "task-secrets")).stdout.decode().strip() == "tmpfs"
+    assert task_files(w2) == [] and task_files(manager) == []
+
+    # Only references are stored with the service and its tasks.
+    service_json = manager.docker("service", "inspect", "app").stdout
+    refs = json.loads(service_json)[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"]
+    assert refs == [{"File": {"Name": "pw", "UID": "100", "GID": "101", "Mode": 0o400},
+                     "SecretID": secret_id, "SecretName": "db_pw"}]
+    task_ids = manager.docker("service", "ps", "-q", "--no-trunc", "app").stdout.split()
+    assert PLAIN not in service_json + manager.docker("inspect", "--type", "task", *task_ids).stdout
+
+    refused = manager.docker("secret", "rm", "db_pw", check=False)
+    assert refused.returncode != 0 and "is in use by the following service: app" in refused.stderr
+    refused = manager.docker("config", "rm", "site.conf", check=False)
+    assert refused.returncode != 0 and "app" in refused.stderr
+    unknown = manager.docker("service", "create", "-d", "--name", "bad", "--secret", "nope", image, check=False)
+    assert unknown.returncode != 0 and "secret not found: nope" in unknown.stderr
+
+    manager.docker("service", "rm", "app")
+    wait_for("the values gone from w1", lambda: task_files(w1) == [])
+    manager.docker("secret", "rm", "db_pw")
+    manager.docker("config", "rm", "site.conf")
+    assert manager.docker("secret", "ls", "-q").stdout.strip() == ""
+
+    # Nothing on any disk (etcd's log and database included) and no log holds a value in the clear;
+    # the scan does see what etcd stores in the clear, such as the secret's name.
+    assert files_holding(manager, b"db_pw")
+    for node in (manager, w1, w2):
+        assert files_holding(node, PLAIN.encode()) == [], node.name
+        assert PLAIN not in agent_log(node)
+
+
+def test_a_restarted_manager_reads_its_secrets_and_autolock_holds_it_until_unlocked(lab, busybox):
+    image, archive = busybox
+    host = lab.add_host("m1")
+    host.load_image(archive)
+    node = SwarmNode(host)
+    node.start()
+    out = node.docker("swarm", "init", "--autolock", "--advertise-addr", host.ip).stdout
+    key = next(word for word in out.split() if word.startswith("SWMKEY-1-"))
+    assert node.docker("swarm", "unlock-key", "-q").stdout.strip() == key
+    node.docker("secret", "create", "token", "-", input=PLAIN)
+
+    def restart() -> None:
+        node.kill(signal.SIGKILL)
+        node.start()
+
+    def state() -> str:
+        return node.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
+
+    restart()
+    assert state() == "locked"
+    locked = node.docker("secret", "ls", check=False)
+    assert locked.returncode != 0 and "Swarm is encrypted and needs to be unlocked" in locked.stderr
+    wrong = node.docker("swarm", "unlock", input="SWMKEY-1-" + "A" * 43 + "\n", check=False)
+    assert wrong.returncode != 0 and "invalid key" in wrong.stderr
+    node.docker("swarm", "unlock", input=key + "\n")
+    assert state() == "active"
+
+    # The data key is back: a new task reads the secret stored before the restart.
+    node.docker("service", "create", "-d", "--name", "reader", "--secret", "token", image, "sleep", "3600")
+    container = container_of(node, "reader")
+    assert host.docker("exec", container, "cat", "/run/secrets/token").stdout.decode() == PLAIN
+
+    # A rotated key replaces the old one; autolock off leaves a manager that restarts unlocked.
+    key_file = Path(node.data_dir) / "swarm-data.key"
+    sealed_before = key_file.read_text()
+    new_key = node.docker("swarm", "unlock-key", "--rotate", "-q").stdout.strip()
+    assert new_key.startswith("SWMKEY-1-") and new_key != key
+    wait_for("the key file sealed anew", lambda: key_file.read_text() != sealed_before)
+    restart()
+    assert state() == "locked"
+    stale = node.docker("swarm", "unlock", input=key + "\n", check=False)
+    assert stale.returncode != 0 and "invalid key" in stale.stderr
+    node.docker("swarm", "unlock", input=new_key + "\n")
+    node.docker("swarm", "update", "--autolock=false")
+    no_key = node.docker("swarm", "unlock-key", "-q", check=False)
+    assert no_key.returncode != 0 and "no unlock key is set" in no_key.stderr
+    wait_for("the key file unsealed", lambda: "sealed" not in key_file.read_text())
+    restart()
+    assert state() == "active"
+    assert node.docker("secret", "ls", "--format", "{{.Name}}").stdout.split() == ["token"]
+    assert files_holding(node, PLAIN.encode()) == []
+    assert PLAIN not in agent_log(node)
