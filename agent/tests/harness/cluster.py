@@ -176,6 +176,14 @@ def service_tasks(manager: SwarmNode, service: str) -> list[dict[str, Any]]:
     return manager.json("inspect", "--type", "task", *ids) if ids else []
 
 
+def start_agent(host: Host, archive: Path) -> SwarmNode:
+    """An agent on ``host``, with the image ``archive`` loaded into its engine, in no swarm yet."""
+    host.load_image(archive)
+    node = SwarmNode(host)
+    node.start()
+    return node
+
+
 def start_cluster(hosts: list[Host], archive: Path, *, tags: tuple[str, ...] = (), image: str = "",
                   drain_manager: bool = False) -> list[SwarmNode]:
     """A swarm on ``hosts``: the first inits it as manager, the others join as workers, all Ready.

@@ -10,12 +10,35 @@ from pathlib import Path
 
 import pytest
 
-from harness.cluster import SwarmNode, agent_log, start_cluster, wait_for
+from harness.cluster import SwarmNode, agent_log, start_agent, start_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
 PLAIN = "s3cr3t-Value-7f1c9a"
 CONFIG_TEXT = "listen 8080\n"
+STACK = """
+version: "3.8"
+services:
+  web:
+    image: {image}
+    command: ["sleep", "3600"]
+    secrets:
+      - source: api_key
+        target: key
+        mode: 0400
+    configs:
+      - source: conf
+        target: /etc/app.conf
+    deploy:
+      placement:
+        constraints: [node.hostname == w2]
+secrets:
+  api_key:
+    file: ./api_key.txt
+configs:
+  conf:
+    file: ./app.conf
+"""
 
 
 def files_holding(node: SwarmNode, needle: bytes) -> list[str]:
@@ -95,6 +118,23 @@ def test_secrets_reach_only_the_nodes_that_need_them(lab, busybox):
     manager.docker("config", "rm", "site.conf")
     assert manager.docker("secret", "ls", "-q").stdout.strip() == ""
 
+    # A stack brings its own: created from files with the stack's label, removed with the stack.
+    folder = Path(manager.host.root) / "stack"
+    folder.mkdir()
+    (folder / "api_key.txt").write_text(PLAIN)
+    (folder / "app.conf").write_text(CONFIG_TEXT)
+    (folder / "compose.yml").write_text(STACK.format(image=image))
+    manager.docker("stack", "deploy", "-c", str(folder / "compose.yml"), "demo")
+    assert manager.docker("secret", "ls", "--format", "{{.Name}}").stdout.split() == ["demo_api_key"]
+    container = container_of(w2, "demo_web")
+    assert w2.host.docker("exec", container, "cat", "/run/secrets/key").stdout.decode() == PLAIN
+    assert w2.host.docker("exec", container, "cat", "/etc/app.conf").stdout.decode() == CONFIG_TEXT
+    assert task_files(w1) == [] and len(task_files(w2)) == 2
+    manager.docker("stack", "rm", "demo")
+    wait_for("the stack's values gone from w2", lambda: task_files(w2) == [])
+    assert manager.docker("secret", "ls", "-q").stdout.strip() == ""
+    assert manager.docker("config", "ls", "-q").stdout.strip() == ""
+
     # Nothing on any disk (etcd's log and database included) and no log holds a value in the clear;
     # the scan does see what etcd stores in the clear, such as the secret's name.
     assert files_holding(manager, b"db_pw")
@@ -105,10 +145,8 @@ def test_secrets_reach_only_the_nodes_that_need_them(lab, busybox):
 
 def test_a_restarted_manager_reads_its_secrets_and_autolock_holds_it_until_unlocked(lab, busybox):
     image, archive = busybox
-    host = lab.add_host("m1")
-    host.load_image(archive)
-    node = SwarmNode(host)
-    node.start()
+    node = start_agent(lab.add_host("m1"), archive)
+    host = node.host
     out = node.docker("swarm", "init", "--autolock", "--advertise-addr", host.ip).stdout
     key = next(word for word in out.split() if word.startswith("SWMKEY-1-"))
     assert node.docker("swarm", "unlock-key", "-q").stdout.strip() == key
