@@ -193,3 +193,22 @@ def test_a_restarted_manager_reads_its_secrets_and_autolock_holds_it_until_unloc
     assert node.docker("secret", "ls", "--format", "{{.Name}}").stdout.split() == ["token"]
     assert files_holding(node, PLAIN.encode()) == []
     assert PLAIN not in agent_log(node)
+
+
+def test_only_managers_hold_the_data_key(lab, busybox):
+    _, archive = busybox
+    first, second = (start_agent(h, archive) for h in lab.add_hosts("m1", "m2"))
+    first.init()
+    second.join(first, role="manager")
+    first.docker("config", "create", "site.conf", "-", input=CONFIG_TEXT)
+    key_file = Path(second.data_dir) / "swarm-data.key"
+    # The joining manager got the data key with its certificate: it opens values written by another manager.
+    wait_for("m2 keeps the data key", key_file.exists)
+    assert second.docker("config", "inspect", "--format", "{{printf \"%s\" .Spec.Data}}",
+                         "site.conf").stdout == CONFIG_TEXT + "\n"
+    first.docker("node", "demote", "m2")
+    wait_for("m2 a worker without the key", lambda: second.docker(
+        "info", "--format", "{{.Swarm.ControlAvailable}}").stdout.strip() == "false" and not key_file.exists(),
+        timeout=60)
+    first.docker("node", "promote", "m2")
+    wait_for("m2 a manager with the key again", key_file.exists, timeout=60)
