@@ -42,11 +42,11 @@ from .api.models import (
 from .manager import dispatcher
 from .manager.ca import RootCA
 from .manager.etcd_member import EtcdMember
-from .manager.keys import UNLOCK_AAD, InvalidKey, KeyFile, new_key, parse_unlock_key, seal
+from .manager.keys import CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, new_key, parse_unlock_key, seal
 from .manager.manager import Manager
 from .store.etcd import EtcdClient, op_put
 from .manager.ipam import INGRESS_NAME
-from .store.state import CA_KEY, UNLOCK_KEY, Snapshot, Store
+from .store.state import CA_KEY, JOIN_TOKENS, UNLOCK_KEY, Snapshot, Store
 from .worker.executor import Executor
 from .worker.join import request_join
 from .worker.node_network import NodeNetwork
@@ -376,9 +376,6 @@ class NodeAgent:
                 ID=cluster_id,
                 Spec=spec,
                 TLSInfo=TLSInfoSpec(TrustRoot=root_ca.cert_pem.decode()),
-                JoinTokens=JoinTokenPair(
-                    Worker=tokens.new_token(root_ca.cert_pem), Manager=tokens.new_token(root_ca.cert_pem)
-                ),
                 DefaultAddrPool=req.DefaultAddrPool or ["10.0.0.0/8"],
                 SubnetSize=req.SubnetSize or 24,
                 DataPathPort=req.DataPathPort or 4789,
@@ -390,8 +387,15 @@ class NodeAgent:
                 Description=description,
                 Status=NodeStatus(State="unknown", Addr=advertise_ip),
             )
-            sealed_unlock = seal(data_key, unlock_key, UNLOCK_AAD) if unlock_key else None
-            await self._seed_store(cluster, root_ca, me, advertise_ip, sealed_unlock)
+            # Whatever in etcd would lead to the data key is sealed with it (see manager/keys.py).
+            join_tokens = JoinTokenPair(Worker=tokens.new_token(root_ca.cert_pem),
+                                        Manager=tokens.new_token(root_ca.cert_pem))
+            sealed = [op_put(JOIN_TOKENS, seal(data_key, join_tokens.model_dump_json().encode(), TOKENS_AAD))]
+            if unlock_key:
+                sealed.append(op_put(UNLOCK_KEY, seal(data_key, unlock_key, UNLOCK_AAD)))
+            ca_record = {"cert": root_ca.cert_pem.decode(),
+                         "sealed_key": seal(data_key, root_ca.key_pem or b"", CA_AAD)}
+            await self._seed_store(cluster, ca_record, me, advertise_ip, sealed)
             self.key_file.save(data_key, unlock_key)
             self.data_key = data_key
             certs.save(self.config.data_dir)
@@ -411,8 +415,8 @@ class NodeAgent:
                      " (autolock on)" if autolock else "")
             return node_id
 
-    async def _seed_store(self, cluster: Swarm, root_ca: RootCA, me: Node, advertise_ip: str,
-                          sealed_unlock: str | None) -> None:
+    async def _seed_store(self, cluster: Swarm, ca_record: dict[str, str], me: Node, advertise_ip: str,
+                          sealed: list[dict[str, Any]]) -> None:
         """Start a fresh etcd member (or use the configured one) and write the cluster's first records."""
         if self.config.etcd_endpoints:
             etcd = EtcdClient(self.config.etcd_endpoints)
@@ -426,9 +430,8 @@ class NodeAgent:
         try:
             if await store.get_cluster() is not None:
                 raise BadRequest("the configured etcd already holds a swarm; use an empty one")
-            await store.put_cluster(cluster, create=True,
-                                    also=[op_put(UNLOCK_KEY, sealed_unlock)] if sealed_unlock else [])
-            await store.put_json(CA_KEY, {"cert": root_ca.cert_pem.decode(), "key": (root_ca.key_pem or b"").decode()})
+            await store.put_cluster(cluster, create=True, also=sealed)
+            await store.put_json(CA_KEY, ca_record)
             await store.create(me)
             # Like Swarm, a new cluster has the ingress network that published ports are served on.
             ingress = NetworkSpec(Name=INGRESS_NAME, Driver="overlay", Ingress=True)

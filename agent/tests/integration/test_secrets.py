@@ -141,6 +141,10 @@ def test_secrets_reach_only_the_nodes_that_need_them(lab, busybox):
     for node in (manager, w1, w2):
         assert files_holding(node, PLAIN.encode()) == [], node.name
         assert PLAIN not in agent_log(node)
+    # Nor what would make a manager, which is handed the data key: the join tokens.
+    for role in ("manager", "worker"):
+        token = manager.docker("swarm", "join-token", "-q", role).stdout.strip()
+        assert token.startswith("SWMTKN-1-") and files_holding(manager, token.encode()) == [], role
 
 
 def test_a_restarted_manager_reads_its_secrets_and_autolock_holds_it_until_unlocked(lab, busybox):

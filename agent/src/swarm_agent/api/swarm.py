@@ -9,7 +9,7 @@ from ..store.state import UNLOCK_KEY
 from ..store.state import Conflict as StoreConflict
 from .app import Route, agent_of, json_response, query_bool, query_version, read_model
 from .errors import BadRequest, Conflict
-from .models import InitRequest, JoinRequest, SwarmSpec, UnlockRequest, now
+from .models import InitRequest, JoinRequest, JoinTokenPair, SwarmSpec, UnlockRequest, now
 
 
 async def init_swarm(request: web.Request) -> web.Response:
@@ -33,6 +33,7 @@ async def inspect_swarm(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
     cluster = await mgr.store.get_cluster()
     assert cluster is not None, "a manager always has a cluster record"
+    cluster.JoinTokens = await mgr.join_tokens()
     return json_response(cluster.wire())
 
 
@@ -62,12 +63,15 @@ async def update_swarm(request: web.Request) -> web.Response:
     cluster.Version.Index = version
     cluster.Spec = spec
     cluster.UpdatedAt = now()
+    join_tokens = await mgr.join_tokens()
     if rotate_worker:
-        cluster.JoinTokens.Worker = tokens.new_token(mgr.root_ca.cert_pem)
+        join_tokens.Worker = tokens.new_token(mgr.root_ca.cert_pem)
     if rotate_manager:
-        cluster.JoinTokens.Manager = tokens.new_token(mgr.root_ca.cert_pem)
+        join_tokens.Manager = tokens.new_token(mgr.root_ca.cert_pem)
+    # Kept sealed beside the cluster record (which a swarm from before sealing held them in).
+    cluster.JoinTokens = JoinTokenPair()
     try:
-        await mgr.store.put_cluster(cluster, also=unlock_ops)
+        await mgr.store.put_cluster(cluster, also=[*unlock_ops, mgr.join_tokens_op(join_tokens)])
     except StoreConflict:
         raise Conflict(f"update out of sequence: the swarm was changed since version {version}") from None
     mgr.log_event("swarm updated", rotated_worker_token=rotate_worker, rotated_manager_token=rotate_manager,

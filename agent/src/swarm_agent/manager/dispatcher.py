@@ -85,17 +85,16 @@ async def get_ca(request: web.Request) -> web.Response:
 async def join(request: web.Request) -> web.Response:
     mgr = manager_of(request)
     body: JoinBody = await read_model(request, JoinBody, "join request")
-    cluster = await mgr.store.get_cluster()
-    assert cluster is not None
+    join_tokens = await mgr.join_tokens()
     try:
         presented = tokens.parse_token(body.token)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     if presented.digest != mgr.root_ca.digest:
         raise Forbidden("the join token was not issued for this swarm's root CA")
-    if tokens.same_secret(body.token, cluster.JoinTokens.Manager):
+    if tokens.same_secret(body.token, join_tokens.Manager):
         role = "manager"
-    elif tokens.same_secret(body.token, cluster.JoinTokens.Worker):
+    elif tokens.same_secret(body.token, join_tokens.Worker):
         role = "worker"
     else:
         raise Forbidden("invalid join token: it does not match this swarm's current worker or manager token")

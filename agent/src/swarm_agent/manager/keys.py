@@ -10,6 +10,10 @@ With autolock the file holds the data key sealed with the unlock key (``SWMKEY-1
 used directly as an AES key), so a manager restarted from its disk cannot read secrets, nor serve, until
 somebody gives it the unlock key. The unlock key lives in etcd sealed with the data key, so that every
 running manager can re-seal its own file when the key is rotated or autolock is switched on or off.
+
+Whoever reads etcd could otherwise still reach the values through the swarm itself: with the CA's signing
+key (a forged manager certificate) or the manager join token (a new manager), and a manager is handed the
+data key. Those two records are sealed with the data key as well.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ UNLOCK_PREFIX = "SWMKEY-1-"
 _NONCE = 12
 _KEY = 32
 UNLOCK_AAD = b"swarm unlock key"
+# The other records in etcd that would hand out the data key: the CA's key signs a manager certificate, and
+# the manager join token makes a manager; both get the data key. So they are sealed with it too.
+CA_AAD = b"swarm ca key"
+TOKENS_AAD = b"swarm join tokens"
 
 
 class InvalidKey(Exception):

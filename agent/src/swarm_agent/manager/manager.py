@@ -15,13 +15,13 @@ from typing import Any
 
 from .. import pki
 from ..api.errors import ApiError, BadRequest
-from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus
+from ..api.models import JoinTokenPair, Node, NodeDescription, NodeSpec, NodeStatus
 from ..store.etcd import EtcdClient, EtcdError, cmp_absent, op_put
-from ..store.state import CA_KEY, LEADER_KEY, MANAGERS, Cache, Store
+from ..store.state import CA_KEY, JOIN_TOKENS, LEADER_KEY, MANAGERS, Cache, Store
 from .ca import RootCA
 from .control import ControlLoop
 from .etcd_member import EtcdMember, client_url, peer_url
-from .keys import UNLOCK_AAD, InvalidKey, KeyFile, seal, unseal, value_aad
+from .keys import CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, seal, unseal, value_aad
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,13 @@ class Manager:
         record = await self.store.get_json(CA_KEY)
         if record is None:
             raise RuntimeError("the store holds no root CA: this etcd does not belong to an initialised swarm")
-        self.root_ca = RootCA.from_pem(record["cert"].encode(), record["key"].encode())
+        if "sealed_key" in record:
+            if self.data_key is None:
+                raise RuntimeError("this manager holds no data key, so it cannot open the CA's signing key")
+            ca_key = unseal(self.data_key, record["sealed_key"], CA_AAD)
+        else:
+            ca_key = record["key"].encode()  # a swarm initialised before the key was sealed
+        self.root_ca = RootCA.from_pem(record["cert"].encode(), ca_key)
         self.running = True
         self._tasks = [
             asyncio.create_task(self.cache.run(), name="cache"),
@@ -159,6 +165,16 @@ class Manager:
         """The swarm's unlock key, None without autolock."""
         sealed = self.cache.state.unlock_key
         return unseal(self._key(), sealed, UNLOCK_AAD) if sealed else None
+
+    async def join_tokens(self) -> JoinTokenPair:
+        kv = await self.store.etcd.get(JOIN_TOKENS)
+        if kv is None:
+            cluster = await self.store.get_cluster()  # initialised before the tokens were sealed
+            return cluster.JoinTokens if cluster else JoinTokenPair()
+        return JoinTokenPair.model_validate_json(unseal(self._key(), kv.value.decode(), TOKENS_AAD))
+
+    def join_tokens_op(self, pair: JoinTokenPair) -> dict[str, Any]:
+        return op_put(JOIN_TOKENS, seal(self._key(), pair.model_dump_json().encode(), TOKENS_AAD))
 
     async def _keep_key_file(self) -> None:
         """Keep this manager's copy of the data key sealed with the swarm's current unlock key (or in the

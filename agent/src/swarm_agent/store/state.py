@@ -3,7 +3,8 @@
 Layout (every key under ``/swarm/`` so one watch sees every change):
 
 - ``/swarm/cluster``               the Swarm object (spec, join tokens, TLS info)
-- ``/swarm/ca``                    the signing CA (certificate and key), managers only
+- ``/swarm/ca``                    the signing CA: certificate, and key sealed with the data key
+- ``/swarm/join-tokens``           the join tokens, sealed with the data key (the cluster record holds none)
 - ``/swarm/services/<id>``         Service; ``/swarm/names/services/<name>`` -> id keeps names unique,
   ``/swarm/ports/ingress/<proto>/<port>`` -> id keeps published ingress ports unique
 - ``/swarm/tasks/<id>``            Task
@@ -63,6 +64,7 @@ VNIS = ROOT + "ipam/vni/"
 ADDRS = ROOT + "ipam/addrs/"
 GOSSIP_KEY = ROOT + "gossip"
 UNLOCK_KEY = ROOT + "unlock-key"
+JOIN_TOKENS = ROOT + "join-tokens"
 SECRET_NAMES = ROOT + "names/secrets/"
 CONFIG_NAMES = ROOT + "names/configs/"
 DOWN_REPORTS = ROOT + "down-reports/"
