@@ -247,6 +247,11 @@ class NodeAgent:
         log.info("resuming as %s %s of swarm %s", self.state.role, self.state.node_id, self.state.cluster_id)
         await self._activate(initial_cluster=None)
 
+    def _own_member(self) -> EtcdMember:
+        assert self.state is not None
+        return EtcdMember(self.config.data_dir / "etcd", self.state.node_id, self.state.advertise_ip,
+                          self.state.cluster_id, self.config.etcd_binary)
+
     async def unlock(self, unlock_key: str) -> None:
         async with self._transition:
             if self.state is None:
@@ -270,10 +275,7 @@ class NodeAgent:
             else:
                 if self.member is None:
                     # init already started the member it seeded; otherwise start (or adopt) it now.
-                    self.member = EtcdMember(
-                        self.config.data_dir / "etcd", self.state.node_id, self.state.advertise_ip,
-                        self.state.cluster_id, self.config.etcd_binary,
-                    )
+                    self.member = self._own_member()
                     await self.member.start(initial_cluster, "existing" if initial_cluster else "new")
                 endpoints = [self.member.local_url]
             self.manager = Manager(
@@ -573,6 +575,9 @@ class NodeAgent:
         async with self._transition:
             if self.state is None:
                 raise NotManager("This node is not part of a swarm")
+            if self.local_state == "locked" and not force:
+                raise NotManager("Swarm is encrypted and locked. Please unlock it first or use `--force` to ignore "
+                                 "this message.")
             if self.manager is not None and not force:
                 managers = len(self.manager.cache.state.managers)
                 raise NotManager(
@@ -584,6 +589,10 @@ class NodeAgent:
             if self.manager is not None and self.member is not None:
                 with contextlib.suppress(Exception):
                     await self.manager.leave_etcd()
+            if self.local_state == "locked" and not self.config.etcd_endpoints:
+                # Never started, but its member may still run from before the restart: it goes with the node.
+                # The other managers keep it as a member until it is removed there, as in Docker.
+                self.member = self._own_member()
             executor = self.worker.executor if self.worker else Executor(self.config.docker_url, self.state.node_id)
             await self._say_goodbye()
             await self._deactivate()

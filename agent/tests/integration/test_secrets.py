@@ -188,6 +188,8 @@ def test_a_restarted_manager_reads_its_secrets_and_autolock_holds_it_until_unloc
     stale = node.docker("swarm", "unlock", input=key + "\n", check=False)
     assert stale.returncode != 0 and "invalid key" in stale.stderr
     node.docker("swarm", "unlock", input=new_key + "\n")
+    container = container_of(node, "reader")  # adopted across the restarts, still running
+    assert host.docker("exec", container, "cat", "/run/secrets/token").stdout.decode() == PLAIN
     node.docker("swarm", "update", "--autolock=false")
     no_key = node.docker("swarm", "unlock-key", "-q", check=False)
     assert no_key.returncode != 0 and "no unlock key is set" in no_key.stderr
@@ -197,6 +199,17 @@ def test_a_restarted_manager_reads_its_secrets_and_autolock_holds_it_until_unloc
     assert node.docker("secret", "ls", "--format", "{{.Name}}").stdout.split() == ["token"]
     assert files_holding(node, PLAIN.encode()) == []
     assert PLAIN not in agent_log(node)
+
+    # A locked manager leaves only when forced, and takes its etcd member and keys with it.
+    node.docker("swarm", "update", "--autolock=true")
+    wait_for("the key file sealed", lambda: "sealed" in key_file.read_text())
+    restart()
+    assert state() == "locked"
+    refused = node.docker("swarm", "leave", check=False)
+    assert refused.returncode != 0 and "Please unlock it first or use `--force`" in refused.stderr
+    node.docker("swarm", "leave", "--force")
+    assert state() == "inactive" and not key_file.exists()
+    assert not (Path(node.data_dir) / "etcd" / "data").exists()
 
 
 def test_only_managers_hold_the_data_key(lab, busybox):

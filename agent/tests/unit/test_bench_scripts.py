@@ -28,3 +28,14 @@ def test_dns_resolver_bench_runs_a_few_queries():
     assert [line.split(":")[0] for line in lines] == ["our name, 10 addresses (tasks.web)",
                                                       "forwarded to the upstream"]
     assert lines[0].split(": ")[1].startswith("40 queries in") and lines[1].split(": ")[1].startswith("10 queries")
+
+
+def test_secrets_bench_runs_briefly():
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "secrets_bench.py"), "--runs", "1", "--seconds", "0.01"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["value", "size", "seal/s", "open/s", "open", "µs"]
+    assert [line.split()[0] for line in lines[1:]] == ["64", "1024", "65536", "512000"]

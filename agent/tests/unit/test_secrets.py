@@ -33,6 +33,8 @@ from swarm_agent.manager.keys import (
     unseal,
     value_aad,
 )
+from swarm_agent.manager.manager import Manager
+from swarm_agent.store.etcd import EtcdClient
 from swarm_agent.store.state import Snapshot, claims_of
 from swarm_agent.worker.container_config import container_config
 from swarm_agent.worker.secret_files import references, target_path
@@ -202,3 +204,21 @@ def test_targets_and_mounts() -> None:
     mounts = container_config(task, "web", "node1", files=files)["HostConfig"]["Mounts"]
     assert mounts == [{"Target": "/run/secrets/pw", "Source": "/tmpfs/t1/secret-0", "Type": "bind",
                        "ReadOnly": True}]
+
+
+def test_manager_opens_each_value_once_for_the_nodes_and_forgets_removed_ones() -> None:
+    key = new_key()
+    mgr = Manager(node_id="m", cluster_id="c", advertise_ip="127.0.0.1", api_port=2377,
+                  etcd=EtcdClient(["http://127.0.0.1:9"]), member=None, data_key=key)
+    sealed = mgr.seal_value("secret", "S1", PLAIN)
+    mgr.cache.state.secrets = {"S1": Secret(ID="S1", Spec=SecretSpec(Name="pw"), Sealed=sealed)}
+    assert base64.b64decode(mgr.value_for_node("secret", "S1", sealed)) == PLAIN
+    assert mgr._opened[("secret", "S1")][0] == sealed
+    # A value sealed under another object's ID does not open: the cache is keyed by what was sealed.
+    with pytest.raises(ApiError, match="cannot be opened"):
+        mgr.value_for_node("secret", "S2", sealed)
+    mgr.cache.state.secrets = {}
+    other = mgr.seal_value("config", "C1", b"conf")
+    mgr.cache.state.configs = {"C1": Config(ID="C1", Spec=ConfigSpec(Name="c"), Sealed=other)}
+    mgr.value_for_node("config", "C1", other)
+    assert list(mgr._opened) == [("config", "C1")]

@@ -7,7 +7,6 @@ expires, and a worker that fails over to another manager keeps its lease.
 """
 
 import asyncio
-import base64
 import hashlib
 import json
 import logging
@@ -189,12 +188,10 @@ def _values(mgr: "Manager", tasks: list[Task]) -> dict[str, dict[str, str]]:
             for obj_id in ids:
                 if obj_id in table and obj_id not in out[kind]:
                     try:
-                        value = mgr.open_value(kind, obj_id, table[obj_id].Sealed)
+                        out[kind][obj_id] = mgr.value_for_node(kind, obj_id, table[obj_id].Sealed)
                     except ApiError as exc:
                         # The node rejects the task for want of the value; the others still get theirs.
                         log.error("%s %s not sent to a node: %s", kind, obj_id, exc.message)
-                        continue
-                    out[kind][obj_id] = base64.b64encode(value).decode()
     return out
 
 

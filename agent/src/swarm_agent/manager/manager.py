@@ -58,6 +58,9 @@ class Manager:
         # The swarm's data key (see keys.py), and this manager's copy of it on disk.
         self.data_key = data_key
         self.key_file = key_file
+        # Opened values in the form assignments carry them, (kind, ID) -> (sealed, base64): values never
+        # change, and opening a large one on every assignment a node is sent costs milliseconds.
+        self._opened: dict[tuple[str, str], tuple[str, str]] = {}
 
     @property
     def api_addr(self) -> str:
@@ -157,6 +160,20 @@ class Manager:
             return unseal(self._key(), sealed, value_aad(kind, obj_id))
         except InvalidKey:
             raise ApiError(f"{kind} {obj_id} cannot be opened with this manager's data key", status=500) from None
+
+    def value_for_node(self, kind: str, obj_id: str, sealed: str) -> str:
+        """The value, base64-encoded, to hand to a node whose task uses it."""
+        cached = self._opened.get((kind, obj_id))
+        if cached is not None and cached[0] == sealed:
+            return cached[1]
+        state = self.cache.state
+        if len(self._opened) >= len(state.secrets) + len(state.configs):
+            # Forget what was removed.
+            self._opened = {k: v for k, v in self._opened.items()
+                            if k[1] in (state.secrets if k[0] == "secret" else state.configs)}
+        value = base64.b64encode(self.open_value(kind, obj_id, sealed)).decode()
+        self._opened[(kind, obj_id)] = (sealed, value)
+        return value
 
     def seal_unlock_key(self, unlock_key: bytes) -> str:
         return seal(self._key(), unlock_key, UNLOCK_AAD)
