@@ -4,6 +4,7 @@ a restarted manager reads them again, and with autolock waits for its unlock key
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 from pathlib import Path
@@ -74,6 +75,27 @@ def test_secrets_reach_only_the_nodes_that_need_them(lab, busybox):
                           "site.conf").stdout.strip() == CONFIG_TEXT.strip(), config
     duplicate = manager.docker("secret", "create", "db_pw", "-", input="other", check=False)
     assert duplicate.returncode != 0 and "secret db_pw already exists" in duplicate.stderr
+
+    # Bad input is refused naming the field, without quoting the value; only labels may change.
+    b64 = base64.b64encode(PLAIN.encode()).decode()
+    for body, field in (({"Name": "bad name", "Data": b64}, "Name"), ({"Name": "big", "Data": "A" * 700_000}, "Data"),
+                        ({"Name": "empty"}, "Data"), ({"Name": "drv", "Data": b64, "Driver": {"Name": "vault"}},
+                                                      "Driver")):
+        status, answer = manager.api("POST", "/secrets/create", body)
+        assert status == 400 and f" {field}:" in f" {answer['message']}" and b64 not in answer["message"], answer
+    version = inspected["Version"]["Index"]
+    status, answer = manager.api("POST", f"/secrets/{secret_id[:6]}/update?version={version}",
+                                 {"Name": "db_pw", "Data": base64.b64encode(b"changed").decode()})
+    assert status == 400 and "only updates to Labels are allowed" in answer["message"], answer
+    status, _ = manager.api("POST", f"/secrets/{secret_id}/update?version={version}",
+                            {"Name": "db_pw", "Labels": {"team": "ops"}})
+    assert status == 200 and manager.json("secret", "inspect", "db_pw")[0]["Spec"]["Labels"] == {"team": "ops"}
+    status, answer = manager.api("POST", f"/secrets/{secret_id}/update?version={version}",
+                                 {"Name": "db_pw", "Labels": {}})
+    assert status == 409 and "update out of sequence" in answer["message"], answer
+    assert manager.docker("secret", "ls", "-q", "--filter", "label=team=ops").stdout.split() == [secret_id]
+    assert manager.docker("secret", "ls", "-q", "--filter", "name=db").stdout.split() == [secret_id]
+    assert manager.docker("secret", "ls", "-q", "--filter", "label=team=db").stdout.split() == []
 
     manager.docker("service", "create", "-d", "--name", "app", "--constraint", "node.hostname==w1",
                    "--secret", "source=db_pw,target=pw,uid=100,gid=101,mode=0400",

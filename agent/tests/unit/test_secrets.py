@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from swarm_agent.api.errors import ApiError, BadRequest
+from swarm_agent.api.errors import ApiError, BadRequest, describe_validation
 from swarm_agent.api.models import (
     Config,
     ConfigSpec,
@@ -119,6 +119,12 @@ def test_bad_names_are_refused_naming_the_field(name: str) -> None:
     with pytest.raises(ValidationError) as info:
         SecretSpec.model_validate({"Name": name})
     assert info.value.errors()[0]["loc"] == ("Name",)
+
+
+def test_a_value_of_the_wrong_type_is_not_quoted() -> None:
+    with pytest.raises(ValidationError) as info:
+        SecretSpec.model_validate({"Name": "pw", "Data": 123456789})
+    assert describe_validation(info.value) == "Data: must be a base64 string"
 
 
 def test_file_references_are_checked() -> None:

@@ -12,6 +12,7 @@ newer clients keep working.
 
 
 import datetime as _dt
+import re
 from enum import Enum
 from typing import Any, Literal
 
@@ -455,21 +456,33 @@ class DriverSpec(Wire):
     Options: dict[str, str] | None = None
 
 
-class SecretSpec(Wire):
-    """The body of ``POST /secrets/create``; stored without ``Data`` (the value is kept sealed beside it)."""
+class ConfigSpec(Wire):
+    """The body of ``POST /configs/create``; stored without ``Data`` (the value is kept sealed beside it)."""
 
-    Name: str = Field(pattern=SECRET_NAME)
+    Name: str
     Labels: LabelMap | None = None
     Data: str | None = None  # base64, as on the wire
+    Templating: DriverSpec | None = None
+
+    @field_validator("Name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.match(SECRET_NAME, value):
+            raise ValueError(f"invalid name {value!r}: only 64 [a-zA-Z0-9-_.] characters allowed, "
+                             "and the start and end character must be [a-zA-Z0-9]")
+        return value
+
+    @field_validator("Data", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        # A type error would quote the input, and the input is the value.
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be a base64 string")
+        return value
+
+
+class SecretSpec(ConfigSpec):
     Driver: DriverSpec | None = None
-    Templating: DriverSpec | None = None
-
-
-class ConfigSpec(Wire):
-    Name: str = Field(pattern=SECRET_NAME)
-    Labels: LabelMap | None = None
-    Data: str | None = None
-    Templating: DriverSpec | None = None
 
 
 class Secret(Meta):
