@@ -6,6 +6,7 @@ member and its running containers.
 """
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import json
@@ -27,7 +28,7 @@ from aiohttp import web
 from . import __version__, pki, tokens
 from .api import app as api_app
 from .api import logs, networks, nodes, secrets, services, swarm, system, tasks
-from .api.errors import ApiError, BadRequest, NotManager, NOT_IN_SWARM, WORKER_NODE
+from .api.errors import ApiError, BadRequest, NotManager, NOT_IN_SWARM, SWARM_LOCKED, WORKER_NODE
 from .api.models import (
     InitRequest,
     JoinRequest,
@@ -42,13 +43,15 @@ from .api.models import (
 from .manager import dispatcher, logbroker
 from .manager.ca import RootCA
 from .manager.etcd_member import EtcdMember
+from .manager.keys import CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, new_key, parse_unlock_key, seal
 from .manager.manager import Manager
-from .store.etcd import EtcdClient
+from .store.etcd import EtcdClient, op_put
 from .manager.ipam import INGRESS_NAME
-from .store.state import CA_KEY, Snapshot, Store
+from .store.state import CA_KEY, JOIN_TOKENS, UNLOCK_KEY, Snapshot, Store
 from .worker.executor import Executor
 from .worker.join import request_join
 from .worker.node_network import NodeNetwork
+from .worker.secret_files import TaskFiles
 from .worker.session import WorkerSession
 
 log = logging.getLogger(__name__)
@@ -162,6 +165,8 @@ class NodeAgent:
         self._transition = asyncio.Lock()
         self._role_change: asyncio.Task[None] | None = None
         self._role_retry_at = 0.0
+        # A manager's copy of the swarm's data key (keys.py); None on workers and on a locked manager.
+        self.data_key: bytes | None = None
 
     # ----------------------------------------------------------- identity
 
@@ -173,6 +178,14 @@ class NodeAgent:
     def state_file(self) -> Path:
         return self.config.data_dir / "state.json"
 
+    @property
+    def task_files(self) -> TaskFiles:
+        return TaskFiles(self.config.data_dir / "task-secrets")
+
+    @property
+    def key_file(self) -> KeyFile:
+        return KeyFile.of(self.config.data_dir)
+
     def _save_state(self) -> None:
         assert self.state is not None
         tmp = self.state_file.with_suffix(".tmp")
@@ -182,6 +195,8 @@ class NodeAgent:
     def require_manager(self) -> Manager:
         if self.manager is not None and self.manager.running:
             return self.manager
+        if self.local_state == "locked":
+            raise NotManager(SWARM_LOCKED)
         raise NotManager(WORKER_NODE if self.state else NOT_IN_SWARM)
 
     def swarm_header(self) -> str:
@@ -226,8 +241,34 @@ class NodeAgent:
             log.error("state file present but certificates missing; this node must leave and join again")
             self.local_state = "error"
             return
+        if self.state.role == "manager" and self.key_file.exists():
+            if self.key_file.locked():
+                # Autolock: nothing runs, not even etcd, until "docker swarm unlock" gives the key.
+                log.warning("manager %s of swarm %s is locked; unlock it with \"docker swarm unlock\"",
+                            self.state.node_id, self.state.cluster_id)
+                self.local_state = "locked"
+                return
+            self.data_key = self.key_file.load()
         log.info("resuming as %s %s of swarm %s", self.state.role, self.state.node_id, self.state.cluster_id)
         await self._activate(initial_cluster=None)
+
+    def _own_member(self) -> EtcdMember:
+        assert self.state is not None
+        return EtcdMember(self.config.data_dir / "etcd", self.state.node_id, self.state.advertise_ip,
+                          self.state.cluster_id, self.config.etcd_binary)
+
+    async def unlock(self, unlock_key: str) -> None:
+        async with self._transition:
+            if self.state is None:
+                raise NotManager("This node is not part of a swarm")
+            if self.local_state != "locked":
+                raise BadRequest("swarm is not locked")
+            try:
+                self.data_key = self.key_file.load(parse_unlock_key(unlock_key))
+            except InvalidKey:
+                raise BadRequest("swarm could not be unlocked: invalid key") from None
+            log.info("manager %s unlocked", self.state.node_id)
+            await self._activate(initial_cluster=None)
 
     async def _activate(self, initial_cluster: str | None) -> None:
         """Start what this node's role needs: etcd and the manager, then the worker session."""
@@ -239,10 +280,7 @@ class NodeAgent:
             else:
                 if self.member is None:
                     # init already started the member it seeded; otherwise start (or adopt) it now.
-                    self.member = EtcdMember(
-                        self.config.data_dir / "etcd", self.state.node_id, self.state.advertise_ip,
-                        self.state.cluster_id, self.config.etcd_binary,
-                    )
+                    self.member = self._own_member()
                     await self.member.start(initial_cluster, "existing" if initial_cluster else "new")
                 endpoints = [self.member.local_url]
             self.manager = Manager(
@@ -252,6 +290,8 @@ class NodeAgent:
                 api_port=self.state.api_port,
                 etcd=EtcdClient(endpoints),
                 member=self.member,
+                data_key=self.data_key,
+                key_file=self.key_file,
             )
             await self.manager.start()
             runner = web.AppRunner(api_app.build_app(self, self.routes(), local=False), access_log=None)
@@ -275,6 +315,7 @@ class NodeAgent:
                 on_dead=lambda node_id: self.worker.report_down(node_id) if self.worker else None,
                 mesh_backend=self.config.mesh_backend,
             ),
+            files=self.task_files,
         )
         self._worker_task = asyncio.create_task(self.worker.run(), name="worker-session")
         self._renewal_task = asyncio.create_task(self._renewal_loop(), name="certificate-renewal")
@@ -333,8 +374,8 @@ class NodeAgent:
                 )
             except ValueError as exc:
                 raise BadRequest(f"Spec.CAConfig: {exc}") from None
-            if req.AutoLockManagers or req.Spec.EncryptionConfig.AutoLockManagers:
-                raise BadRequest("AutoLockManagers: autolock is not available in this cluster")
+            autolock = req.AutoLockManagers or req.Spec.EncryptionConfig.AutoLockManagers
+            data_key, unlock_key = new_key(), new_key() if autolock else None
             node_id, cluster_id = pki.new_node_id(), pki.new_node_id()
             key = pki.new_key_pem()
             cert = root_ca.sign_csr(
@@ -344,13 +385,11 @@ class NodeAgent:
             certs = pki.NodeCerts(ca_pem=root_ca.cert_pem, cert_pem=cert, key_pem=key)
             spec = req.Spec.model_copy(deep=True)
             spec.CAConfig.SigningCACert = spec.CAConfig.SigningCAKey = None
+            spec.EncryptionConfig.AutoLockManagers = autolock
             cluster = Swarm(
                 ID=cluster_id,
                 Spec=spec,
                 TLSInfo=TLSInfoSpec(TrustRoot=root_ca.cert_pem.decode()),
-                JoinTokens=JoinTokenPair(
-                    Worker=tokens.new_token(root_ca.cert_pem), Manager=tokens.new_token(root_ca.cert_pem)
-                ),
                 DefaultAddrPool=req.DefaultAddrPool or ["10.0.0.0/8"],
                 SubnetSize=req.SubnetSize or 24,
                 DataPathPort=req.DataPathPort or 4789,
@@ -362,7 +401,17 @@ class NodeAgent:
                 Description=description,
                 Status=NodeStatus(State="unknown", Addr=advertise_ip),
             )
-            await self._seed_store(cluster, root_ca, me, advertise_ip)
+            # Whatever in etcd would lead to the data key is sealed with it (see manager/keys.py).
+            join_tokens = JoinTokenPair(Worker=tokens.new_token(root_ca.cert_pem),
+                                        Manager=tokens.new_token(root_ca.cert_pem))
+            sealed = [op_put(JOIN_TOKENS, seal(data_key, join_tokens.model_dump_json().encode(), TOKENS_AAD))]
+            if unlock_key:
+                sealed.append(op_put(UNLOCK_KEY, seal(data_key, unlock_key, UNLOCK_AAD)))
+            ca_record = {"cert": root_ca.cert_pem.decode(),
+                         "sealed_key": seal(data_key, root_ca.key_pem or b"", CA_AAD)}
+            await self._seed_store(cluster, ca_record, me, advertise_ip, sealed)
+            self.key_file.save(data_key, unlock_key)
+            self.data_key = data_key
             certs.save(self.config.data_dir)
             self.certs = certs
             self.state = NodeState(
@@ -376,10 +425,12 @@ class NodeAgent:
                 await self._wipe()
                 raise ApiError(f"could not start the manager: {exc}") from exc
             await self._first_session()
-            log.info("initialised swarm %s; this node %s is its first manager", cluster_id, node_id)
+            log.info("initialised swarm %s; this node %s is its first manager%s", cluster_id, node_id,
+                     " (autolock on)" if autolock else "")
             return node_id
 
-    async def _seed_store(self, cluster: Swarm, root_ca: RootCA, me: Node, advertise_ip: str) -> None:
+    async def _seed_store(self, cluster: Swarm, ca_record: dict[str, str], me: Node, advertise_ip: str,
+                          sealed: list[dict[str, Any]]) -> None:
         """Start a fresh etcd member (or use the configured one) and write the cluster's first records."""
         if self.config.etcd_endpoints:
             etcd = EtcdClient(self.config.etcd_endpoints)
@@ -393,8 +444,8 @@ class NodeAgent:
         try:
             if await store.get_cluster() is not None:
                 raise BadRequest("the configured etcd already holds a swarm; use an empty one")
-            await store.put_cluster(cluster, create=True)
-            await store.put_json(CA_KEY, {"cert": root_ca.cert_pem.decode(), "key": (root_ca.key_pem or b"").decode()})
+            await store.put_cluster(cluster, create=True, also=sealed)
+            await store.put_json(CA_KEY, ca_record)
             await store.create(me)
             # Like Swarm, a new cluster has the ingress network that published ports are served on.
             ingress = NetworkSpec(Name=INGRESS_NAME, Driver="overlay", Ingress=True)
@@ -431,6 +482,7 @@ class NodeAgent:
                 ca_pem=result["ca"].encode(), cert_pem=result["cert"].encode(), key_pem=key
             )
             self.certs.save(self.config.data_dir)
+            self._take_data_key(result)
             self.state = NodeState(
                 node_id=result["node_id"], cluster_id=result["cluster_id"], role=result["role"],
                 advertise_ip=advertise_ip, listen_host=listen_host, api_port=listen_port,
@@ -477,6 +529,8 @@ class NodeAgent:
                 await self.member.stop(wipe=True)
                 self.member = None
             previous = (self.certs, self.state.role, self.state.managers)
+            previous_key = self.data_key
+            self._take_data_key(result)
             own = f"{self.state.advertise_ip}:{self.state.api_port}"
             self._adopt(
                 pki.NodeCerts(ca_pem=result["ca"].encode(), cert_pem=result["cert"].encode(), key_pem=key),
@@ -493,6 +547,7 @@ class NodeAgent:
                     await self.member.stop(wipe=True)
                     self.member = None
                 self._adopt(*previous)
+                self.data_key = previous_key
                 await self._activate(initial_cluster=None)
                 loop = asyncio.get_running_loop()
                 self._role_retry_at = loop.time() + ROLE_RETRY
@@ -574,6 +629,13 @@ class NodeAgent:
                      new.node_id, new.role, old.serial, new.serial, new.not_after.isoformat())
             return True
 
+    def _take_data_key(self, answer: dict[str, Any]) -> None:
+        """A manager keeps the data key its join or renew answer carries (the Manager writes it to disk);
+        a worker keeps none."""
+        self.data_key = base64.b64decode(answer["data_key"]) if answer.get("data_key") else None
+        if self.data_key is None:
+            self.key_file.remove()
+
     def _adopt(self, certs: pki.NodeCerts, role: str, managers: list[str]) -> None:
         assert self.state is not None
         self.certs = certs
@@ -588,6 +650,9 @@ class NodeAgent:
         async with self._transition:
             if self.state is None:
                 raise NotManager("This node is not part of a swarm")
+            if self.local_state == "locked" and not force:
+                raise NotManager("Swarm is encrypted and locked. Please unlock it first or use `--force` to ignore "
+                                 "this message.")
             if self.manager is not None and not force:
                 managers = len(self.manager.cache.state.managers)
                 raise NotManager(
@@ -599,6 +664,10 @@ class NodeAgent:
             if self.manager is not None and self.member is not None:
                 with contextlib.suppress(Exception):
                     await self.manager.leave_etcd()
+            if self.local_state == "locked" and not self.config.etcd_endpoints:
+                # Never started, but its member may still run from before the restart: it goes with the node.
+                # The other managers keep it as a member until it is removed there, as in Docker.
+                self.member = self._own_member()
             executor = self.worker.executor if self.worker else Executor(self.config.docker_url, self.state.node_id)
             await self._say_goodbye()
             await self._deactivate()
@@ -637,6 +706,9 @@ class NodeAgent:
             await self.member.stop(wipe=True)
             self.member = None
         shutil.rmtree(pki.NodeCerts.directory(self.config.data_dir), ignore_errors=True)
+        self.key_file.remove()
+        self.data_key = None
+        self.task_files.destroy()
         self.state_file.unlink(missing_ok=True)
         self.state = None
         self.certs = None

@@ -88,10 +88,11 @@ class SwarmNode:
         self.host.kill(self.proc, sig)
         self.proc = None
 
-    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    def docker(self, *args: str, check: bool = True, timeout: float = 120,
+               input: str | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [DOCKER_CLI, "-H", f"unix://{self.socket}", *args],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            capture_output=True, text=True, timeout=timeout, check=False, input=input,
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -188,6 +189,14 @@ def service_tasks(manager: SwarmNode, service: str) -> list[dict[str, Any]]:
     """Every task of ``service``, history included, as ``docker inspect --type task`` shows them."""
     ids = manager.docker("service", "ps", "-q", "--no-trunc", service).stdout.split()
     return manager.json("inspect", "--type", "task", *ids) if ids else []
+
+
+def start_agent(host: Host, archive: Path) -> SwarmNode:
+    """An agent on ``host``, with the image ``archive`` loaded into its engine, in no swarm yet."""
+    host.load_image(archive)
+    node = SwarmNode(host)
+    node.start()
+    return node
 
 
 def start_cluster(hosts: list[Host], archive: Path, *, tags: tuple[str, ...] = (), image: str = "",

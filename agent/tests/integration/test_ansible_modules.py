@@ -233,3 +233,49 @@ def test_nodes_labels_wait_and_info(cluster, playbooks):
     assert [(t["ID"][:12], t["Node"], t["CurrentState"]) for t in swarm["tasks"]] == [
         (cli_tasks[0], cli_tasks[1], cli_tasks[2].lower())
     ]
+
+
+def test_secrets_and_configs(cluster, playbooks):
+    image, manager, _ = cluster
+
+    def secret(**options: Any) -> dict[str, Any]:
+        flags = {k: options.pop(k) for k in ("check_mode", "diff", "ignore_errors") if k in options}
+        return {"name": f"secret {options['name']}", "swarm.cluster.secret": options, **flags}
+
+    source = playbooks.workdir / "site.conf"
+    source.write_text("listen 80\n")
+    created, again, config, relabelled, checked = playbooks.run(
+        secret(name="pw", data="hunter2", labels={"app": "db"}),
+        secret(name="pw", data="hunter2", labels={"app": "db"}),
+        {"name": "config", "swarm.cluster.config": {"name": "site.conf", "data_src": str(source)}},
+        secret(name="pw", data="hunter2", labels={"app": "db2"}, diff=True),
+        secret(name="pw", data="aHVudGVyMw==", data_is_b64=True, check_mode=True),
+    )
+    assert created["changed"] and created["operation"] == "create" and not again["changed"], (created, again)
+    first_id = created["secret_id"]
+    assert manager.docker("secret", "inspect", "--format", "{{.ID}}", "pw").stdout.strip() == first_id
+    assert manager.docker("config", "inspect", "--format", "{{printf \"%s\" .Spec.Data}}",
+                          "site.conf").stdout == "listen 80\n\n", config
+    assert relabelled["operation"] == "update" and relabelled["secret_id"] == first_id
+    assert relabelled["diff"]["before"]["labels"]["app"] == "db"
+    assert relabelled["diff"]["after"]["labels"]["app"] == "db2"
+    assert checked["changed"] and checked["operation"] == "replace"
+    labels = inspect(manager, "secret", "pw")["Spec"]["Labels"]
+    assert labels["app"] == "db2" and inspect(manager, "secret", "pw")["ID"] == first_id, "check mode changed it"
+    for result in (created, again, relabelled, checked):
+        assert "hunter2" not in json.dumps(result)
+
+    # A new value is a new secret; the manager refuses to drop one a service uses, naming the service.
+    replaced, = playbooks.run(secret(name="pw", data="hunter3"))
+    assert replaced["operation"] == "replace" and replaced["secret_id"] != first_id
+    manager.docker("service", "create", "-d", "--name", "db", "--secret", "pw", image, "sleep", "3600")
+    busy, gone_config = playbooks.run(
+        secret(name="pw", state="absent", ignore_errors=True),
+        {"name": "config gone", "swarm.cluster.config": {"name": "site.conf", "state": "absent"}},
+    )
+    assert busy["failed"] and "in use by the following service: db" in busy["msg"], busy
+    assert gone_config["changed"]
+    manager.docker("service", "rm", "db")
+    gone, gone_again = playbooks.run(secret(name="pw", state="absent"), secret(name="pw", state="absent"))
+    assert gone["changed"] and not gone_again["changed"]
+    assert manager.docker("secret", "ls", "-q").stdout.strip() == ""

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.cluster import SwarmNode, go_time, service_tasks, wait_for
+from harness.cluster import SwarmNode, go_time, service_tasks, start_agent, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -10,10 +10,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def single(lab, busybox):
     image, archive = busybox
-    host = lab.add_host("m1")
-    host.load_image(archive)
-    node = SwarmNode(host)
-    node.start()
+    node = start_agent(lab.add_host("m1"), archive)
     node.init()
     return image, node
 

@@ -43,6 +43,9 @@ WORKER_NODE = (
     "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
     "Please run this command on a manager node or promote the current node to a manager."
 )
+SWARM_LOCKED = (
+    'Swarm is encrypted and needs to be unlocked before it can be used. Please use "docker swarm unlock" to unlock it.'
+)
 NO_LEADER = "The swarm does not have a leader. It's possible that too few managers are online. Make sure more than half of the managers are online."
 
 

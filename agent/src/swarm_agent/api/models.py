@@ -12,6 +12,7 @@ newer clients keep working.
 
 
 import datetime as _dt
+import re
 from enum import Enum
 from typing import Any, Literal
 
@@ -150,10 +151,27 @@ class ContainerDNSConfig(Wire):
 
 
 class SecretFile(Wire):
+    """Where a secret or config appears in the container: a file name (relative to ``/run/secrets`` for a
+    secret, to ``/`` for a config, or absolute), its owner and its permission bits."""
+
     Name: str = ""
     UID: str = "0"
     GID: str = "0"
-    Mode: int = 0o444
+    Mode: int = Field(default=0o444, ge=0, le=0o7777)
+
+    @field_validator("UID", "GID")
+    @classmethod
+    def _numeric(cls, value: str) -> str:
+        if not value.isdigit():
+            raise ValueError(f"want a numeric ID, got {value!r}")
+        return value
+
+    @field_validator("Name")
+    @classmethod
+    def _no_escape(cls, value: str) -> str:
+        if ".." in value.split("/"):
+            raise ValueError(f"file name {value!r} must not contain '..'")
+        return value
 
 
 class SecretReference(Wire):
@@ -424,6 +442,58 @@ class Service(Meta):
     UpdateStatus: ServiceUpdateStatus | None = None
     ServiceStatus: ServiceTaskCounts | None = None
     JobStatus: ServiceJobStatus | None = None
+
+
+# ------------------------------------------------------------ secrets, configs
+
+# Swarm's rule for secret and config names, and its limit on their values.
+SECRET_NAME = r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,62}[a-zA-Z0-9])?$"
+MAX_SECRET_BYTES = 500 * 1024
+
+
+class DriverSpec(Wire):
+    Name: str = ""
+    Options: dict[str, str] | None = None
+
+
+class ConfigSpec(Wire):
+    """The body of ``POST /configs/create``; stored without ``Data`` (the value is kept sealed beside it)."""
+
+    Name: str
+    Labels: LabelMap | None = None
+    Data: str | None = None  # base64, as on the wire
+    Templating: DriverSpec | None = None
+
+    @field_validator("Name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.match(SECRET_NAME, value):
+            raise ValueError(f"invalid name {value!r}: only 64 [a-zA-Z0-9-_.] characters allowed, "
+                             "and the start and end character must be [a-zA-Z0-9]")
+        return value
+
+    @field_validator("Data", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        # A type error would quote the input, and the input is the value.
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be a base64 string")
+        return value
+
+
+class SecretSpec(ConfigSpec):
+    Driver: DriverSpec | None = None
+
+
+class Secret(Meta):
+    Spec: SecretSpec
+    # The value sealed with the swarm's data key (see manager/keys.py); never leaves the managers.
+    Sealed: str = ""
+
+
+class Config(Meta):
+    Spec: ConfigSpec
+    Sealed: str = ""
 
 
 # -------------------------------------------------------------------- networks
@@ -754,3 +824,7 @@ class JoinRequest(Wire):
     RemoteAddrs: list[str] = Field(min_length=1)
     JoinToken: str = Field(min_length=1)
     Availability: Literal["active", "pause", "drain", ""] = ""
+
+
+class UnlockRequest(Wire):
+    UnlockKey: str = Field(min_length=1)

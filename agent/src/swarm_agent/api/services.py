@@ -29,6 +29,7 @@ from .errors import ApiError, BadRequest, Conflict
 from .filters import match_label, parse_filters
 from .lookup import resolve
 from .networks import find_network
+from .secrets import resolve_references
 
 if TYPE_CHECKING:
     from ..manager.manager import Manager
@@ -59,9 +60,11 @@ def attach_networks(spec: ServiceSpec, state: "Snapshot") -> None:
     spec.TaskTemplate.Networks = resolved or None
 
 
-def uses_networks(spec: ServiceSpec) -> bool:
-    """The spec names networks or publishes on the ingress network: its endpoint needs the networks' state."""
-    return bool(spec.TaskTemplate.Networks or spec.Networks
+def needs_cache(spec: ServiceSpec) -> bool:
+    """The spec names networks, secrets or configs, or publishes on the ingress network: creating it reads
+    the networks', secrets' or configs' state."""
+    container = spec.TaskTemplate.ContainerSpec
+    return bool(spec.TaskTemplate.Networks or spec.Networks or container.Secrets or container.Configs
                 or any(p.PublishMode == "ingress" for p in spec.EndpointSpec.Ports or []))
 
 
@@ -112,15 +115,6 @@ def _claim_failed(exc: StoreConflict, name: str) -> ApiError:
     if isinstance(exc, AddressConflict):
         return Conflict(f"TaskTemplate.Networks: {exc}; another service took it meanwhile, try again")
     return BadRequest(f"EndpointSpec.Ports: {exc}")
-
-
-def check_supported(spec: ServiceSpec) -> None:
-    """Refuse what this cluster cannot run yet, before anything is stored, rather than store a service that never runs."""
-    container = spec.TaskTemplate.ContainerSpec
-    for secret in container.Secrets or []:
-        raise BadRequest(f"secret {secret.SecretName or secret.SecretID} not found")
-    for config in container.Configs or []:
-        raise BadRequest(f"config {config.ConfigName or config.ConfigID} not found")
 
 
 def with_status(service: Service, state: "Snapshot", ready_nodes: set[str]) -> Service:
@@ -182,12 +176,13 @@ async def inspect_service(request: web.Request) -> web.Response:
 async def create_service(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
     spec: ServiceSpec = await read_model(request, ServiceSpec, "service spec")
-    check_supported(spec)
-    if uses_networks(spec):
-        # Read-your-writes for the networks (a stack creates them just before its services); a service on
-        # none needs no cache, and the barrier's wait on a busy store is most of a create's latency.
+    if needs_cache(spec):
+        # Read-your-writes for the networks, secrets and configs (a stack creates them just before its
+        # services); a service using none needs no cache, and the barrier's wait on a busy store is most
+        # of a create's latency.
         await mgr.cache.barrier()
     attach_networks(spec, mgr.cache.state)
+    resolve_references(spec, mgr.cache.state)
     service_id = new_node_id()
     if not spec.Name:
         spec.Name = f"service-{service_id[:8]}"
@@ -220,8 +215,8 @@ async def update_service(request: web.Request) -> web.Response:
         spec.Name = current.Spec.Name
     if spec.Mode.kind != current.Spec.Mode.kind:
         raise BadRequest(f"service mode change is not allowed ({current.Spec.Mode.kind} to {spec.Mode.kind})")
-    check_supported(spec)
     attach_networks(spec, mgr.cache.state)
+    resolve_references(spec, mgr.cache.state)
     updated = current.model_copy(deep=True)
     updated.Version.Index = version
     if spec != current.Spec:

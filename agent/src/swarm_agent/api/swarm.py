@@ -3,10 +3,13 @@
 from aiohttp import web
 
 from .. import tokens
+from ..manager.keys import format_unlock_key, new_key
+from ..store.etcd import op_delete, op_put
+from ..store.state import UNLOCK_KEY
 from ..store.state import Conflict as StoreConflict
 from .app import Route, agent_of, json_response, query_bool, query_version, read_model
 from .errors import BadRequest, Conflict
-from .models import InitRequest, JoinRequest, SwarmSpec, now
+from .models import InitRequest, JoinRequest, JoinTokenPair, SwarmSpec, UnlockRequest, now
 
 
 async def init_swarm(request: web.Request) -> web.Response:
@@ -30,6 +33,7 @@ async def inspect_swarm(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
     cluster = await mgr.store.get_cluster()
     assert cluster is not None, "a manager always has a cluster record"
+    cluster.JoinTokens = await mgr.join_tokens()
     return json_response(cluster.wire())
 
 
@@ -38,13 +42,19 @@ async def update_swarm(request: web.Request) -> web.Response:
     version = query_version(request)
     rotate_worker = query_bool(request, "rotateWorkerToken")
     rotate_manager = query_bool(request, "rotateManagerToken")
-    if query_bool(request, "rotateManagerUnlockKey"):
-        raise BadRequest("rotateManagerUnlockKey: autolock is not available in this cluster")
+    rotate_unlock = query_bool(request, "rotateManagerUnlockKey")
     spec: SwarmSpec = await read_model(request, SwarmSpec, "swarm spec")
     cluster = await mgr.store.get_cluster()
     assert cluster is not None, "a manager always has a cluster record"
-    if spec.EncryptionConfig.AutoLockManagers:
-        raise BadRequest("EncryptionConfig.AutoLockManagers: autolock is not available in this cluster")
+    autolock, had_autolock = spec.EncryptionConfig.AutoLockManagers, cluster.Spec.EncryptionConfig.AutoLockManagers
+    if rotate_unlock and not autolock:
+        raise BadRequest("rotateManagerUnlockKey: autolock is off, so there is no unlock key to rotate")
+    # Every manager re-seals its copy of the data key when this record changes (Manager._keep_key_file).
+    unlock_ops = []
+    if autolock and (rotate_unlock or not had_autolock):
+        unlock_ops.append(op_put(UNLOCK_KEY, mgr.seal_unlock_key(new_key())))
+    elif had_autolock and not autolock:
+        unlock_ops.append(op_delete(UNLOCK_KEY))
     ca = spec.CAConfig
     if ca.SigningCACert or ca.SigningCAKey or ca.ForceRotate != cluster.Spec.CAConfig.ForceRotate:
         raise BadRequest("CAConfig: root CA rotation is not available in this cluster")
@@ -53,15 +63,32 @@ async def update_swarm(request: web.Request) -> web.Response:
     cluster.Version.Index = version
     cluster.Spec = spec
     cluster.UpdatedAt = now()
+    join_tokens = await mgr.join_tokens()
     if rotate_worker:
-        cluster.JoinTokens.Worker = tokens.new_token(mgr.root_ca.cert_pem)
+        join_tokens.Worker = tokens.new_token(mgr.root_ca.cert_pem)
     if rotate_manager:
-        cluster.JoinTokens.Manager = tokens.new_token(mgr.root_ca.cert_pem)
+        join_tokens.Manager = tokens.new_token(mgr.root_ca.cert_pem)
+    # Kept sealed beside the cluster record (which a swarm from before sealing held them in).
+    cluster.JoinTokens = JoinTokenPair()
     try:
-        await mgr.store.put_cluster(cluster)
+        await mgr.store.put_cluster(cluster, also=[*unlock_ops, mgr.join_tokens_op(join_tokens)])
     except StoreConflict:
         raise Conflict(f"update out of sequence: the swarm was changed since version {version}") from None
-    mgr.log_event("swarm updated", rotated_worker_token=rotate_worker, rotated_manager_token=rotate_manager)
+    mgr.log_event("swarm updated", rotated_worker_token=rotate_worker, rotated_manager_token=rotate_manager,
+                  autolock=autolock, new_unlock_key=bool(unlock_ops) and autolock)
+    return web.Response(status=200)
+
+
+async def unlock_key(request: web.Request) -> web.Response:
+    mgr = agent_of(request).require_manager()
+    await mgr.cache.barrier()
+    key = mgr.unlock_key()
+    return json_response({"UnlockKey": format_unlock_key(key) if key else ""})
+
+
+async def unlock_swarm(request: web.Request) -> web.Response:
+    req: UnlockRequest = await read_model(request, UnlockRequest, "unlock request")
+    await agent_of(request).unlock(req.UnlockKey)
     return web.Response(status=200)
 
 
@@ -71,4 +98,6 @@ ROUTES = [
     Route("POST", "/swarm/leave", leave_swarm, "local"),
     Route("GET", "/swarm", inspect_swarm, "manager"),
     Route("POST", "/swarm/update", update_swarm, "manager"),
+    Route("GET", "/swarm/unlockkey", unlock_key, "manager"),
+    Route("POST", "/swarm/unlock", unlock_swarm, "local"),
 ]

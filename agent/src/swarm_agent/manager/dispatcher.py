@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field
 from .. import tokens
 from ..api.app import Route, agent_of, caller_of, json_response, read_model
 from ..api.errors import ApiError, BadRequest, Forbidden, NotFound
-from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, TaskState, TaskStatus, now
+from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, Task, TaskState, TaskStatus, now
+from ..api.secrets import referenced
 from ..store.state import DOWN_REPORTS, SESSIONS, Conflict
 from .allocator import swarm_network_object
 
@@ -81,17 +82,16 @@ async def get_ca(request: web.Request) -> web.Response:
 async def join(request: web.Request) -> web.Response:
     mgr = manager_of(request)
     body: JoinBody = await read_model(request, JoinBody, "join request")
-    cluster = await mgr.store.get_cluster()
-    assert cluster is not None
+    join_tokens = await mgr.join_tokens()
     try:
         presented = tokens.parse_token(body.token)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     if presented.digest != mgr.root_ca.digest:
         raise Forbidden("the join token was not issued for this swarm's root CA")
-    if tokens.same_secret(body.token, cluster.JoinTokens.Manager):
+    if tokens.same_secret(body.token, join_tokens.Manager):
         role = "manager"
-    elif tokens.same_secret(body.token, cluster.JoinTokens.Worker):
+    elif tokens.same_secret(body.token, join_tokens.Worker):
         role = "worker"
     else:
         raise Forbidden("invalid join token: it does not match this swarm's current worker or manager token")
@@ -180,6 +180,25 @@ async def leave(request: web.Request) -> web.Response:
     return json_response({})
 
 
+def _values(mgr: "Manager", tasks: list[Task]) -> dict[str, dict[str, str]]:
+    """The values (base64) of the secrets and configs that the node's live tasks use, and of no others."""
+    state = mgr.cache.state
+    out: dict[str, dict[str, str]] = {"secret": {}, "config": {}}
+    for task in tasks:
+        if task.Status.State.terminal or task.DesiredState.rank > TaskState.COMPLETE.rank:
+            continue
+        for kind, ids in referenced(task.Spec.ContainerSpec).items():
+            table = state.secrets if kind == "secret" else state.configs
+            for obj_id in ids:
+                if obj_id in table and obj_id not in out[kind]:
+                    try:
+                        out[kind][obj_id] = mgr.value_for_node(kind, obj_id, table[obj_id].Sealed)
+                    except ApiError as exc:
+                        # The node rejects the task for want of the value; the others still get theirs.
+                        log.error("%s %s not sent to a node: %s", kind, obj_id, exc.message)
+    return out
+
+
 def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
     state = mgr.cache.state
     node_tasks = [state.tasks[t] for t in sorted(state.tasks_by_node.get(node_id, ())) if t in state.tasks]
@@ -200,6 +219,7 @@ def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
         "managers": mgr.manager_addrs(),
         "node": (node.Spec if node else NodeSpec()).wire(),
         "logs": [s.wire() for _, s in sorted(state.log_subscriptions.items()) if s.concerns(node_id, node_tasks)],
+        **_values(mgr, node_tasks),
     }
 
 

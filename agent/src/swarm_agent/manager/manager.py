@@ -7,19 +7,21 @@ addresses under a lease of its own, which is how the others (and
 """
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 from typing import Any
 
 from .. import pki
-from ..api.errors import BadRequest
-from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus
+from ..api.errors import ApiError, BadRequest
+from ..api.models import JoinTokenPair, Node, NodeDescription, NodeSpec, NodeStatus
 from ..store.etcd import EtcdClient, EtcdError, cmp_absent, op_put
-from ..store.state import CA_KEY, LEADER_KEY, MANAGERS, REMOVED, Cache, Store
+from ..store.state import CA_KEY, JOIN_TOKENS, LEADER_KEY, MANAGERS, REMOVED, Cache, Store
 from .ca import RootCA
 from .control import ControlLoop
 from .etcd_member import EtcdMember, client_url, peer_url
+from .keys import CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, seal, unseal, value_aad
 from .logbroker import LogBroker
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ class Manager:
         api_port: int,
         etcd: EtcdClient,
         member: EtcdMember | None,
+        data_key: bytes | None = None,
+        key_file: KeyFile | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -53,6 +57,12 @@ class Manager:
         self._control: ControlLoop | None = None
         self._record_lease = 0
         self.logs = LogBroker(self)
+        # The swarm's data key (see keys.py), and this manager's copy of it on disk.
+        self.data_key = data_key
+        self.key_file = key_file
+        # Opened values in the form assignments carry them, (kind, ID) -> (sealed, base64): values never
+        # change, and opening a large one on every assignment a node is sent costs milliseconds.
+        self._opened: dict[tuple[str, str], tuple[str, str]] = {}
 
     @property
     def api_addr(self) -> str:
@@ -65,7 +75,13 @@ class Manager:
         record = await self.store.get_json(CA_KEY)
         if record is None:
             raise RuntimeError("the store holds no root CA: this etcd does not belong to an initialised swarm")
-        self.root_ca = RootCA.from_pem(record["cert"].encode(), record["key"].encode())
+        if "sealed_key" in record:
+            if self.data_key is None:
+                raise RuntimeError("this manager holds no data key, so it cannot open the CA's signing key")
+            ca_key = unseal(self.data_key, record["sealed_key"], CA_AAD)
+        else:
+            ca_key = record["key"].encode()  # a swarm initialised before the key was sealed
+        self.root_ca = RootCA.from_pem(record["cert"].encode(), ca_key)
         self.running = True
         self._tasks = [
             asyncio.create_task(self.cache.run(), name="cache"),
@@ -73,6 +89,10 @@ class Manager:
             asyncio.create_task(self._campaign(), name="election"),
         ]
         await self.cache.ready()
+        if self.data_key is not None and self.key_file is not None:
+            self._tasks.append(asyncio.create_task(self._keep_key_file(), name="key-file"))
+        else:
+            log.error("manager %s holds no data key: secrets and configs cannot be read or written here", self.node_id)
         log.info("manager %s started (api %s)", self.node_id, self.api_addr)
 
     async def stop(self) -> None:
@@ -125,6 +145,74 @@ class Manager:
         for url in urls:
             if url not in etcd.endpoints:
                 etcd.endpoints.append(url)
+
+    # ---------------------------------------------------------------- keys
+
+    def _key(self) -> bytes:
+        if self.data_key is None:
+            raise ApiError(f"manager {self.node_id} holds no key for secrets and configs; "
+                           "use another manager, or demote and promote this one", status=503)
+        return self.data_key
+
+    def seal_value(self, kind: str, obj_id: str, data: bytes) -> str:
+        return seal(self._key(), data, value_aad(kind, obj_id))
+
+    def open_value(self, kind: str, obj_id: str, sealed: str) -> bytes:
+        try:
+            return unseal(self._key(), sealed, value_aad(kind, obj_id))
+        except InvalidKey:
+            raise ApiError(f"{kind} {obj_id} cannot be opened with this manager's data key", status=500) from None
+
+    def value_for_node(self, kind: str, obj_id: str, sealed: str) -> str:
+        """The value, base64-encoded, to hand to a node whose task uses it."""
+        cached = self._opened.get((kind, obj_id))
+        if cached is not None and cached[0] == sealed:
+            return cached[1]
+        state = self.cache.state
+        if len(self._opened) >= len(state.secrets) + len(state.configs):
+            # Forget what was removed.
+            self._opened = {k: v for k, v in self._opened.items()
+                            if k[1] in (state.secrets if k[0] == "secret" else state.configs)}
+        value = base64.b64encode(self.open_value(kind, obj_id, sealed)).decode()
+        self._opened[(kind, obj_id)] = (sealed, value)
+        return value
+
+    def seal_unlock_key(self, unlock_key: bytes) -> str:
+        return seal(self._key(), unlock_key, UNLOCK_AAD)
+
+    def unlock_key(self) -> bytes | None:
+        """The swarm's unlock key, None without autolock."""
+        sealed = self.cache.state.unlock_key
+        return unseal(self._key(), sealed, UNLOCK_AAD) if sealed else None
+
+    async def join_tokens(self) -> JoinTokenPair:
+        kv = await self.store.etcd.get(JOIN_TOKENS)
+        if kv is None:
+            cluster = await self.store.get_cluster()  # initialised before the tokens were sealed
+            return cluster.JoinTokens if cluster else JoinTokenPair()
+        return JoinTokenPair.model_validate_json(unseal(self._key(), kv.value.decode(), TOKENS_AAD))
+
+    def join_tokens_op(self, pair: JoinTokenPair) -> dict[str, Any]:
+        return op_put(JOIN_TOKENS, seal(self._key(), pair.model_dump_json().encode(), TOKENS_AAD))
+
+    async def _keep_key_file(self) -> None:
+        """Keep this manager's copy of the data key sealed with the swarm's current unlock key (or in the
+        clear without autolock), whichever manager switched autolock or rotated the key."""
+        assert self.key_file is not None and self.data_key is not None
+        applied: str | None | bool = False  # False: nothing written yet
+        revision = 0
+        while True:
+            sealed = self.cache.state.unlock_key
+            if sealed != applied:
+                try:
+                    self.key_file.save(self.data_key, self.unlock_key())
+                    applied = sealed
+                    log.info("manager %s keeps its data key %s", self.node_id,
+                             "sealed with the unlock key" if sealed else "unsealed (autolock is off)")
+                except InvalidKey:
+                    log.error("manager %s cannot open the swarm's unlock key with its data key", self.node_id)
+                    applied = sealed
+            revision = await self.cache.wait_change(revision, timeout=30)
 
     # ------------------------------------------------------------ election
 
@@ -229,6 +317,8 @@ class Manager:
             "cert": cert.decode(),
             "ca": self.root_ca.cert_pem.decode(),
             "managers": self.manager_addrs(),
+            # Only a manager may read secrets: only it gets the data key.
+            **({"data_key": base64.b64encode(self._key()).decode()} if role == "manager" else {}),
         }
 
     async def add_member(self, node_id: str, ip: str) -> str:

@@ -3,7 +3,8 @@
 Layout (every key under ``/swarm/`` so one watch sees every change):
 
 - ``/swarm/cluster``               the Swarm object (spec, join tokens, TLS info)
-- ``/swarm/ca``                    the signing CA (certificate and key), managers only
+- ``/swarm/ca``                    the signing CA: certificate, and key sealed with the data key
+- ``/swarm/join-tokens``           the join tokens, sealed with the data key (the cluster record holds none)
 - ``/swarm/services/<id>``         Service; ``/swarm/names/services/<name>`` -> id keeps names unique,
   ``/swarm/ports/ingress/<proto>/<port>`` -> id keeps published ingress ports unique
 - ``/swarm/tasks/<id>``            Task
@@ -12,6 +13,9 @@ Layout (every key under ``/swarm/`` so one watch sees every change):
 - ``/swarm/ipam/addrs/<network id>/<ip>`` -> owner (``vip:<service>``, ``task:<task>``, ``node:<node>``): one
   key per address in use, so an address is handed out once; a service's VIPs are claimed with the service
 - ``/swarm/nodes/<id>``            Node
+- ``/swarm/secrets/<id>``, ``/swarm/configs/<id>``  Secret and Config, values sealed with the data key (never
+  in the clear); ``/swarm/names/secrets/<name>`` and ``/swarm/names/configs/<name>`` -> id keep names unique
+- ``/swarm/unlock-key``            the autolock unlock key, sealed with the data key; absent without autolock
 - ``/swarm/sessions/<node id>``    a worker's live session, held by a lease the dispatcher renews
 - ``/swarm/managers/<node id>``    a manager's API and etcd addresses, held by that manager's lease
 - ``/swarm/leader``                the leader's node ID, held by the leader's lease
@@ -33,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..api.models import Network, Node, Service, SubscriptionMessage, Swarm, Task, Wire
+from ..api.models import Config, Network, Node, Secret, Service, SubscriptionMessage, Swarm, Task, Wire
 from .etcd import (
     CompactedError,
     EtcdClient,
@@ -61,6 +65,10 @@ SUBNETS = ROOT + "ipam/subnets/"
 VNIS = ROOT + "ipam/vni/"
 ADDRS = ROOT + "ipam/addrs/"
 GOSSIP_KEY = ROOT + "gossip"
+UNLOCK_KEY = ROOT + "unlock-key"
+JOIN_TOKENS = ROOT + "join-tokens"
+SECRET_NAMES = ROOT + "names/secrets/"
+CONFIG_NAMES = ROOT + "names/configs/"
 DOWN_REPORTS = ROOT + "down-reports/"
 # IDs of removed nodes, kept for good: their certificates stay valid until they expire and must be refused.
 REMOVED = ROOT + "removed/"
@@ -68,6 +76,7 @@ LOG_SUBSCRIPTIONS = ROOT + "logs/"
 
 TABLES: dict[type, str] = {
     Service: ROOT + "services/", Task: ROOT + "tasks/", Node: ROOT + "nodes/", Network: ROOT + "networks/",
+    Secret: ROOT + "secrets/", Config: ROOT + "configs/",
 }
 # etcd refuses transactions of more than 128 operations by default.
 MAX_TXN_OPS = 128
@@ -131,6 +140,10 @@ def claims_of(obj: Wire) -> dict[str, str]:
         return service_claims(obj)
     if isinstance(obj, Network):
         return network_claims(obj)
+    if isinstance(obj, Secret):
+        return {SECRET_NAMES + obj.Spec.Name: obj.ID}
+    if isinstance(obj, Config):
+        return {CONFIG_NAMES + obj.Spec.Name: obj.ID}
     return {}
 
 
@@ -162,9 +175,10 @@ class Store:
         kv = await self.etcd.get(CLUSTER_KEY)
         return decode(Swarm, kv) if kv else None
 
-    async def put_cluster(self, cluster: Swarm, create: bool = False) -> Swarm:
+    async def put_cluster(self, cluster: Swarm, create: bool = False, also: Sequence[dict[str, Any]] = ()) -> Swarm:
+        """Write the cluster record, and ``also`` these operations with it (the sealed unlock key)."""
         guard = cmp_absent(CLUSTER_KEY) if create else cmp_mod(CLUSTER_KEY, cluster.Version.Index)
-        ok, rev, _ = await self.etcd.txn([guard], [op_put(CLUSTER_KEY, encode(cluster))])
+        ok, rev, _ = await self.etcd.txn([guard], [op_put(CLUSTER_KEY, encode(cluster)), *also])
         if not ok:
             raise Conflict("the swarm was updated by somebody else; read it again")
         cluster.Version.Index = rev
@@ -219,6 +233,9 @@ class Store:
                 raise NameConflict(f"service {claim[len(SERVICE_NAMES):]} already exists")
             if claim.startswith(NETWORK_NAMES):
                 raise NameConflict(f"network with name {claim[len(NETWORK_NAMES):]} already exists")
+            for names, kind in ((SECRET_NAMES, "secret"), (CONFIG_NAMES, "config")):
+                if claim.startswith(names):
+                    raise NameConflict(f"{kind} {claim[len(names):]} already exists")
             if claim.startswith(SUBNETS):
                 raise AddressConflict(f"subnet {claim[len(SUBNETS):].replace('_', '/')} is used by network {holder}")
             if claim.startswith(VNIS):
@@ -311,6 +328,9 @@ class Snapshot:
     tasks: dict[str, Task] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
     networks: dict[str, Network] = field(default_factory=dict)
+    secrets: dict[str, Secret] = field(default_factory=dict)
+    configs: dict[str, Config] = field(default_factory=dict)
+    unlock_key: str | None = None  # sealed with the data key
     # Addresses in use per network (ip -> owner), and each node's own address per network (node -> net -> ip).
     addresses: dict[str, dict[str, str]] = field(default_factory=dict)
     node_networks: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -458,6 +478,8 @@ class Cache:
                 state.cluster = None if kind == "delete" else decode(Swarm, kv)
             elif key == LEADER_KEY:
                 state.leader = None if kind == "delete" else json.loads(kv.value)
+            elif key == UNLOCK_KEY:
+                state.unlock_key = None if kind == "delete" else kv.value.decode()
             elif key == GOSSIP_KEY:
                 record = {} if kind == "delete" else json.loads(kv.value)
                 state.gossip_keys = list(record.get("keys", []))

@@ -168,8 +168,11 @@ def host_ports(endpoint: ServiceEndpoint | None) -> list[HostPort]:
 
 
 def host_config(task: Task, api_version: str = API_VERSION, networks: Sequence[NetworkPlan] = (),
-                resolvers: Sequence[str] = (), ports: Sequence[HostPort] = ()) -> HostConfig:
+                resolvers: Sequence[str] = (), ports: Sequence[HostPort] = (),
+                files: Sequence[MountSpec] = ()) -> HostConfig:
+    """``files``: the read-only bind mounts of the task's secrets and configs (worker/secret_files.py)."""
     spec = task.Spec.ContainerSpec
+    mounts = [*(spec.Mounts or []), *files]
     resources = task.Spec.Resources
     limits = resources.Limits if resources else None
     reservations = resources.Reservations if resources else None
@@ -179,7 +182,7 @@ def host_config(task: Task, api_version: str = API_VERSION, networks: Sequence[N
         api_version,
         # Restarts belong to the orchestrator, which replaces a dead task with a new one.
         restart_policy={"Name": "no"},
-        mounts=[engine_mount(m) for m in spec.Mounts] if spec.Mounts else None,
+        mounts=[engine_mount(m) for m in mounts] if mounts else None,
         extra_hosts=extra_hosts(spec.Hosts),
         # The node's resolver answers service names; a spec's own nameservers win, as in Swarm.
         dns=(dns.Nameservers if dns and dns.Nameservers else list(resolvers) or None),
@@ -214,7 +217,7 @@ def endpoint_config(plan: NetworkPlan, task: Task, api_version: str = API_VERSIO
 
 def container_config(task: Task, service_name: str, node_id: str, api_version: str = API_VERSION,
                      networks: Sequence[NetworkPlan] = (), resolvers: Sequence[str] = (),
-                     ports: Sequence[HostPort] = ()) -> ContainerConfig:
+                     ports: Sequence[HostPort] = (), files: Sequence[MountSpec] = ()) -> ContainerConfig:
     """The body of ``POST /containers/create`` for this task on node ``node_id``; the container starts on
     the first of ``networks`` (the executor connects the others before starting it)."""
     spec = task.Spec.ContainerSpec
@@ -236,7 +239,7 @@ def container_config(task: Task, service_name: str, node_id: str, api_version: s
         stop_timeout=stop_grace_seconds(spec),
         healthcheck=engine_healthcheck(spec.HealthCheck),
         ports=[(target, proto) for proto, _, target in ports] or None,
-        host_config=host_config(task, api_version, networks, resolvers, ports),
+        host_config=host_config(task, api_version, networks, resolvers, ports, files),
         networking_config=NetworkingConfig({networks[0].engine_network: endpoint_config(networks[0], task, api_version)})
         if networks else None,
     )

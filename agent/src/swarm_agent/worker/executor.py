@@ -45,6 +45,7 @@ from docker.utils import parse_repository_tag
 
 from ..api.models import (
     EngineDescription,
+    Mount,
     NodeDescription,
     PlatformInfo,
     ResourceObject,
@@ -312,8 +313,9 @@ class Executor:
         return Observed(task.ID, "", TaskState.REJECTED, "preparing", err)
 
     def start(self, task: Task, service_name: str, networks: Sequence[NetworkPlan] = (),
-              resolvers: Sequence[str] = (), ports: Sequence[HostPort] = ()) -> Observed:
-        """Create (if needed) and start the task's container, on ``networks`` with these addresses."""
+              resolvers: Sequence[str] = (), ports: Sequence[HostPort] = (), files: Sequence[Mount] = ()) -> Observed:
+        """Create (if needed) and start the task's container, on ``networks`` with these addresses, with
+        ``files`` (its secrets and configs) mounted."""
         existing = self._find(task.ID)
         if existing is not None and not _never_started(existing):
             observed = self._observe(existing)
@@ -331,7 +333,7 @@ class Executor:
             if not self._image_present(image) and not self._pull(image):
                 return self._rejected(task, f"No such image: {image}")
             config = container_config(task, service_name, self.node_id, self._api.api_version, networks, resolvers,
-                                      ports)
+                                      ports, files)
             try:
                 cid = self._api.create_container_from_config(config, name=container_name(task))["Id"]
                 for plan in networks[1:]:

@@ -150,7 +150,7 @@ class HollowExecutor:
         self._cond.notify_all()
 
     def start(self, task: Task, service_name: str, networks: Sequence[Any] = (), resolvers: Sequence[str] = (),
-              ports: Sequence[Any] = ()) -> Observed:
+              ports: Sequence[Any] = (), files: Sequence[Any] = ()) -> Observed:
         with self._cond:
             now = self._clock()
             existing = self._containers.get(task.ID)

@@ -6,6 +6,7 @@ reconciler so exits are reported at once rather than at the next poll.
 """
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -20,6 +21,7 @@ from .container_config import host_ports
 from .executor import Executor, Observed
 from .logs import LogPublisher
 from .node_network import NodeNetwork
+from .secret_files import MissingValue, TaskFiles
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class WorkerSession:
         on_managers: Callable[[list[str]], None],
         on_role: Callable[[str], None],
         network: NodeNetwork | None = None,
+        files: TaskFiles | None = None,
     ) -> None:
         self.node_id = node_id
         self.certs = certs
@@ -54,6 +57,10 @@ class WorkerSession:
         self.on_role = on_role
         # None on hollow nodes, whose tasks have no containers to network.
         self.network = network
+        # None on hollow nodes too: their containers have no files to mount.
+        self.files = files
+        # Values of the secrets and configs this node's live tasks use: kind -> ID -> bytes. Never logged.
+        self.values: dict[str, dict[str, bytes]] = {}
         self._down: set[str] = set()
         self.assigned: dict[str, Task] = {}
         self.service_names: dict[str, str] = {}
@@ -166,6 +173,8 @@ class WorkerSession:
                     continue
                 message = json.loads(line)
                 self.assigned = {t["ID"]: Task.model_validate(t) for t in message["tasks"]}
+                self.values = {kind: {obj_id: base64.b64decode(data) for obj_id, data in (message.get(kind) or {}).items()}
+                               for kind in ("secret", "config")}
                 self.service_names = message.get("services") or {}
                 self.endpoints = {
                     sid: ServiceEndpoint.model_validate(e) for sid, e in (message.get("endpoints") or {}).items()
@@ -263,6 +272,8 @@ class WorkerSession:
         observed = await asyncio.to_thread(self.executor.observe_all)
         to_start: list[Task] = []
         to_stop: list[Task] = []
+        # Tasks that run here or are about to: only they keep their secret and config files.
+        live: set[str] = set()
         for task in self.assigned.values():
             seen = observed.get(task.ID)
             if self.network is not None:
@@ -273,8 +284,11 @@ class WorkerSession:
             if task.DesiredState in (TaskState.RUNNING, TaskState.COMPLETE):  # complete: a job's task
                 if seen is None and not task.Status.State.terminal:
                     to_start.append(task)
+                    live.add(task.ID)
                 elif seen is not None:
                     self._report(task, seen)
+                    if not seen.state.terminal:
+                        live.add(task.ID)
             elif task.DesiredState.rank < TaskState.RUNNING.rank:
                 # Waiting (a restart delay): accepted here, started once desired running.
                 self._report(task, Observed(task.ID, "", TaskState.ACCEPTED, "accepted"))
@@ -295,9 +309,17 @@ class WorkerSession:
                         log.debug("node %s: task %s waits for its networks", self.node_id, task.ID)
                         return
                     networks, resolvers = ready
+                files = []
+                if self.files is not None:
+                    try:
+                        files = await asyncio.to_thread(self.files.prepare, task, self.values)
+                    except MissingValue as exc:
+                        self._report(task, Observed(task.ID, "", TaskState.REJECTED, "preparing", str(exc)))
+                        return
                 log.info("node %s: starting task %s (%s)", self.node_id, task.ID, task.Name)
                 ports = host_ports(self.endpoints.get(task.ServiceID))
-                self._report(task, await asyncio.to_thread(self.executor.start, task, name, networks, resolvers, ports))
+                self._report(task, await asyncio.to_thread(self.executor.start, task, name, networks, resolvers, ports,
+                                                           files))
 
         async def stop(task: Task) -> None:
             async with gate:
@@ -305,6 +327,8 @@ class WorkerSession:
                 self._report(task, await asyncio.to_thread(self.executor.stop, task))
 
         await asyncio.gather(*(start(t) for t in to_start), *(stop(t) for t in to_stop))
+        if self.files is not None:
+            await asyncio.to_thread(self.files.sweep, live)
         if self.network is not None:
             self.network.tasks_known()
         for task_id in observed.keys() - self.assigned.keys():
