@@ -18,7 +18,7 @@ description:
   - Options left unset are not compared; the manager chooses the subnet of a network created without O(ipam_config).
 version_added: 0.1.0
 author:
-  - swarm developers
+  - swarm developers (!UNKNOWN)
 extends_documentation_fragment:
   - swarm.cluster.api
   - ansible.builtin.action_common_attributes

@@ -19,7 +19,7 @@ description:
     (V(64M), V(1G)).
 version_added: 0.1.0
 author:
-  - swarm developers
+  - swarm developers (!UNKNOWN)
 extends_documentation_fragment:
   - swarm.cluster.api
   - swarm.cluster.wait
