@@ -17,11 +17,12 @@ unit: setup
 integration: setup
 	$(PYTEST) agent/tests -m integration -ra
 
-demo: setup
-	scripts/demo.sh
-
 # Sandbox nodes (containers with systemd and their own engine) on this machine, then the cluster on them.
 ANSIBLE_PLAYBOOK := .venv/bin/ansible-playbook
+
+# The cluster on sandbox nodes, then the services of a Swarm talk on it; `make sandbox-absent` removes it all.
+demo: site
+	$(ANSIBLE_PLAYBOOK) -i inventories/sandbox playbooks/demo.yml
 
 sandbox: setup
 	$(ANSIBLE_PLAYBOOK) playbooks/sandbox.yml

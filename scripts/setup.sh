@@ -13,8 +13,9 @@ packages=(
   util-linux procps              # nsenter, unshare; ps/kill for the harness
   busybox-static                 # the test workload image is built from it
   python3 python3-venv           # the agent's virtualenv
-  make ca-certificates curl      # curl: tests and the demo call published ports
+  make ca-certificates curl      # curl: tests call published ports
   debootstrap                    # the sandbox nodes' image (playbooks/sandbox.yml)
+  shellcheck                     # ansible-test sanity checks the collection's shell scripts with it
 )
 
 missing=()

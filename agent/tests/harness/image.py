@@ -19,7 +19,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 IMAGE = "local/busybox:1"
-# Shared by the tests, the demo, the benchmarks and the sandbox playbook, so the archive is built once.
+# Shared by the tests, the benchmarks and the sandbox playbook (and so the demo), so the archive is built once.
 CACHE_DIR = Path("/var/tmp/swarm-test-cache")
 BUSYBOX = Path("/usr/bin/busybox")
 APPLETS = (

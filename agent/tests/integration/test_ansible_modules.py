@@ -279,3 +279,84 @@ def test_secrets_and_configs(cluster, playbooks):
     gone, gone_again = playbooks.run(secret(name="pw", state="absent"), secret(name="pw", state="absent"))
     assert gone["changed"] and not gone_again["changed"]
     assert manager.docker("secret", "ls", "-q").stdout.strip() == ""
+
+
+def network_task(**options: Any) -> dict[str, Any]:
+    flags = {k: options.pop(k) for k in ("check_mode", "diff", "ignore_errors") if k in options}
+    return {"name": f"network {options.get('name')}", "swarm.cluster.network": options, **flags}
+
+
+def test_network_create_compare_force_in_use_and_remove(cluster, playbooks):
+    image, manager, _ = cluster
+    front = {"name": "front", "attachable": True, "internal": False, "labels": {"app": "shop"},
+             "ipam_config": [{"subnet": "10.77.0.0/24"}]}
+
+    checked, created, again, info, missing = playbooks.run(
+        network_task(**front, check_mode=True, diff=True),
+        network_task(**front, scope="swarm", diff=True),
+        network_task(**front, driver="overlay"),
+        {"name": "network info", "swarm.cluster.network_info": {"name": "front"}},
+        {"name": "missing network", "swarm.cluster.network_info": {"name": "fro"}},
+    )
+    assert checked["changed"] and checked["network"] == {} and checked["diff"]["before"] == {}, checked
+    assert created["changed"] and created["changes"] == ["attachable", "internal", "ipam_config", "labels", "scope"]
+    assert created["diff"]["after"]["IPAM"]["Config"] == [{"Subnet": "10.77.0.0/24"}], created
+    assert not again["changed"] and again["changes"] == [] and not again["rebuilt"], again
+    cli = inspect(manager, "network", "front")
+    assert created["network"]["Id"] == again["network"]["Id"] == cli["Id"]
+    assert (cli["Driver"], cli["Scope"], cli["Attachable"], cli["Internal"]) == ("overlay", "swarm", True, False)
+    assert cli["IPAM"]["Config"][0]["Subnet"] == "10.77.0.0/24" and cli["Labels"] == {"app": "shop"}
+    assert info["exists"] and info["network"]["Id"] == cli["Id"]
+    # The name filter matches substrings; the module takes only the exact name.
+    assert not missing["exists"] and missing["network"] is None
+
+    # Every setting the API cannot change: without force a failure naming it, and the network stays as it was.
+    refusals = playbooks.run(
+        network_task(name="front", attachable=False, ignore_errors=True),
+        network_task(name="front", internal=True, ignore_errors=True),
+        network_task(name="front", labels={"app": "shop", "tier": "front"}, ignore_errors=True),
+        network_task(name="front", ipam_config=[{"subnet": "10.78.0.0/24"}], ignore_errors=True),
+        network_task(name="front", ipam_config=[{"gateway": "10.77.0.9"}], ignore_errors=True),
+        network_task(name="front", driver="bridge", ignore_errors=True),
+        network_task(name="front", internal=True, force=True, check_mode=True),
+    )
+    *failed, forced_check = refusals
+    for result, option in zip(failed, ["attachable", "internal", "labels", "ipam_config[0].subnet",
+                                       "ipam_config[0].gateway", "driver"]):
+        assert result["failed"] and option in result["msg"], (option, result)
+    assert "network front exists with other settings: internal (False, asked True)" in failed[1]["msg"]
+    assert "force=true" in failed[1]["msg"]
+    assert "value of driver must be one of: overlay, got: bridge" in failed[5]["msg"]
+    assert forced_check["changed"] and forced_check["rebuilt"] and forced_check["changes"] == ["internal"]
+    assert inspect(manager, "network", "front") == cli, "a refused or checked change altered the network"
+
+    # A service on the network: the module resolves the name to the ID the manager stores, so a second run
+    # changes nothing. The manager refuses to remove the network while the service uses it, naming it.
+    web = {"name": "web", "image": image, "command": WEB, "networks": ["front"]}
+    placed, placed_again, in_use, forced_in_use = playbooks.run(
+        service_task(**web, wait=True, wait_timeout=60),
+        service_task(**web),
+        network_task(name="front", state="absent", ignore_errors=True),
+        network_task(**dict(front, internal=True), force=True, ignore_errors=True),
+    )
+    assert placed["changed"] and not placed_again["changed"], placed_again
+    assert placed["service"]["Spec"]["TaskTemplate"]["Networks"] == [{"Target": cli["Id"]}]
+    for result in (in_use, forced_in_use):
+        assert result["failed"] and result["status"] == 403, result
+        assert result["msg"] == "network front is in use by service(s) web: remove them first", result
+    assert inspect(manager, "network", "front")["Id"] == cli["Id"]
+
+    removed_service, rebuilt, removed_check, removed, removed_again = playbooks.run(
+        service_task(name="web", state="absent", wait=True),
+        network_task(**dict(front, ipam_config=[{"subnet": "10.78.0.0/24"}]), force=True, diff=True),
+        network_task(name="front", state="absent", check_mode=True),
+        network_task(name="front", state="absent"),
+        network_task(name="front", state="absent"),
+    )
+    assert rebuilt["changed"] and rebuilt["rebuilt"] and rebuilt["changes"] == ["ipam_config[0].subnet"], rebuilt
+    assert rebuilt["diff"]["before"]["IPAM"]["Config"] == [{"Subnet": "10.77.0.0/24", "Gateway": "10.77.0.1"}]
+    assert rebuilt["diff"]["after"]["IPAM"]["Config"] == [{"Subnet": "10.78.0.0/24", "Gateway": None}]
+    assert rebuilt["network"]["Id"] != cli["Id"]
+    assert rebuilt["network"]["IPAM"]["Config"] == [{"Subnet": "10.78.0.0/24", "Gateway": "10.78.0.1"}]
+    assert removed_check["changed"] and removed["changed"] and not removed_again["changed"]
+    assert "front" not in manager.docker("network", "ls", "--format", "{{.Name}}").stdout.split()

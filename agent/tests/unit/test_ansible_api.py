@@ -21,9 +21,17 @@ from ansible_collections.swarm.cluster.plugins.module_utils._service_spec import
     plan_service,
 )
 from ansible_collections.swarm.cluster.plugins.module_utils._units import nano_cpus, parse_duration, parse_size
+from ansible_collections.swarm.cluster.plugins.modules.network import (
+    NETWORK_OPTIONS,
+    NetworkSpecError,
+    plan_network,
+    refusal,
+)
 from ansible_collections.swarm.cluster.plugins.modules.node import plan_node
 from ansible_collections.swarm.cluster.plugins.modules.service import SERVICE_OPTIONS
-from swarm_agent.api.models import ServiceSpec
+from swarm_agent.api.models import NetworkSpec, ServiceSpec
+from swarm_agent.api.networks import network_resource
+from swarm_agent.manager import ipam
 
 SECOND = 1_000_000_000
 
@@ -291,6 +299,70 @@ def test_node_unchanged_options_report_no_change() -> None:
     spec, changes = plan_node(NODE, {"labels_state": "merge", "availability": "drain", "role": "manager"})
     assert changes == ["availability", "role"]
     assert spec["Availability"] == "drain" and spec["Role"] == "manager" and spec["Labels"] == NODE["Labels"]
+
+
+# ------------------------------------------------------------------ networks
+
+
+def network_params(**given: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {name: spec.get("default") for name, spec in NETWORK_OPTIONS.items()}
+    out.update(given)
+    return out
+
+
+def inspected(body: dict[str, Any]) -> dict[str, Any]:
+    """What ``GET /networks/NAME`` shows after the manager created a network from ``body``."""
+    network = ipam.plan_network("n1", NetworkSpec.model_validate(body), ["10.0.0.0/8"], 24, [], set())
+    return network_resource(network)
+
+
+NET = network_params(name="backend", attachable=True, internal=True, ipam_config=[{"subnet": "10.9.0.0/24",
+                     "gateway": None}], labels={"app": "shop", "tier": 2})
+
+
+def test_network_create_body_and_a_second_plan_changes_nothing() -> None:
+    plan = plan_network("backend", None, NET)
+    assert plan.spec == {"Name": "backend", "Driver": "overlay", "Scope": "swarm", "Attachable": True,
+                         "Internal": True, "IPAM": {"Driver": "default", "Config": [{"Subnet": "10.9.0.0/24"}]},
+                         "Labels": {"app": "shop", "tier": "2"}}
+    current = inspected(plan.spec)
+    again = plan_network("backend", current, NET)
+    assert again.differences == []
+    assert again.spec["IPAM"]["Config"] == [{"Subnet": "10.9.0.0/24", "Gateway": "10.9.0.1"}]
+
+
+def test_network_options_left_unset_are_not_compared() -> None:
+    current = inspected(plan_network("backend", None, NET).spec)
+    assert plan_network("backend", current, network_params(name="backend")).differences == []
+    # The subnet the manager chose for a network created without one is not a difference either.
+    chosen = inspected(plan_network("plain", None, network_params(name="plain")).spec)
+    assert plan_network("plain", chosen, network_params(name="plain", internal=False)).differences == []
+
+
+def test_network_differences_name_each_setting() -> None:
+    current = inspected(plan_network("backend", None, NET).spec)
+    wanted = network_params(name="backend", internal=False, labels={"app": "shop"},
+                            ipam_config=[{"subnet": "10.8.0.0/24", "gateway": "10.9.0.1"}])
+    plan = plan_network("backend", current, wanted)
+    assert [d.option for d in plan.differences] == ["internal", "ipam_config[0].subnet", "labels"]
+    assert plan.spec["Internal"] is False and plan.spec["Labels"] == {"app": "shop"}
+    assert plan.spec["IPAM"]["Config"] == [{"Subnet": "10.8.0.0/24", "Gateway": "10.9.0.1"}]
+    message = refusal("backend", plan.differences)
+    assert "internal (True, asked False)" in message and "ipam_config[0].subnet ('10.9.0.0/24', asked" in message
+    assert "force=true" in message
+
+
+def test_network_addresses_compare_in_canonical_form() -> None:
+    current = inspected(plan_network("backend", None, NET).spec)
+    same = network_params(name="backend", ipam_config=[{"subnet": "10.9.0.0/255.255.255.0", "gateway": "10.9.0.1"}])
+    assert plan_network("backend", current, same).differences == []
+
+
+def test_network_takes_one_subnet() -> None:
+    two = network_params(name="backend", ipam_config=[{"subnet": "10.1.0.0/24", "gateway": None},
+                                                      {"subnet": "10.2.0.0/24", "gateway": None}])
+    with pytest.raises(NetworkSpecError, match="ipam_config: an overlay network takes one subnet, got 2"):
+        plan_network("backend", None, two)
 
 
 # ------------------------------------------------------------------ convergence

@@ -151,12 +151,22 @@ class SwarmApi:
             params["filters"] = filters_query(filters)
         return self.get(path, params) or []
 
-    def service_named(self, name: str) -> dict[str, Any] | None:
-        """The service named exactly ``name``: a lookup by reference could also match another's ID prefix."""
-        for service in self.list_objects("/services", {"name": [name]}):
-            if service["Spec"]["Name"] == name:
-                return service
+    def named(self, path: str, name: str, name_of: Callable[[dict[str, Any]], str]) -> dict[str, Any] | None:
+        """The object of the list at ``path`` named exactly ``name``.
+
+        A lookup by reference could also match another object's ID prefix, and the ``name`` filter matches
+        substrings: only an exact name counts.
+        """
+        for found in self.list_objects(path, {"name": [name]}):
+            if name_of(found) == name:
+                return found
         return None
+
+    def service_named(self, name: str) -> dict[str, Any] | None:
+        return self.named("/services", name, lambda service: service["Spec"]["Name"])
+
+    def network_named(self, name: str) -> dict[str, Any] | None:
+        return self.named("/networks", name, lambda network: network["Name"])
 
 
 def poll(check: Callable[[], tuple[bool, str]], timeout: float, interval: float = 0.5) -> tuple[bool, str]:

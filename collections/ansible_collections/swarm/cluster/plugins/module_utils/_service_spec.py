@@ -300,7 +300,7 @@ def given_settings(params: dict[str, Any]) -> list[tuple[Setting, Any]]:
     """The settings the user gave a value for, with the raw value (sub-options of a dict option included)."""
     out = []
     for setting in SETTINGS:
-        option, _, sub = setting.option.partition(".")
+        option, sub = setting.option.partition(".")[::2]
         value = params.get(option)
         if sub:
             value = value.get(sub) if isinstance(value, dict) else None

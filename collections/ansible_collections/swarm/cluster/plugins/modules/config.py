@@ -14,7 +14,7 @@ description:
     sealed like a secret's, but inspecting a config shows it.
 version_added: 0.1.0
 author:
-  - swarm developers
+  - swarm developers (!UNKNOWN)
 extends_documentation_fragment:
   - swarm.cluster.secret_data
   - swarm.cluster.api

@@ -13,7 +13,7 @@ description:
   - Options left unset keep the node's current value.
 version_added: 0.1.0
 author:
-  - swarm developers
+  - swarm developers (!UNKNOWN)
 extends_documentation_fragment:
   - swarm.cluster.api
   - ansible.builtin.action_common_attributes

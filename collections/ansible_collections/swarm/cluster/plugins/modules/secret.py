@@ -15,7 +15,7 @@ description:
     value; the module compares the digest label instead.
 version_added: 0.1.0
 author:
-  - swarm developers
+  - swarm developers (!UNKNOWN)
 extends_documentation_fragment:
   - swarm.cluster.secret_data
   - swarm.cluster.api

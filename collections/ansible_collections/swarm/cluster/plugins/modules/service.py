@@ -19,7 +19,7 @@ description:
     (V(64M), V(1G)).
 version_added: 0.1.0
 author:
-  - swarm developers
+  - swarm developers (!UNKNOWN)
 extends_documentation_fragment:
   - swarm.cluster.api
   - swarm.cluster.wait
@@ -292,8 +292,8 @@ options:
     choices: [vip, dnsrr]
   networks:
     description:
-      - Networks the tasks attach to, each a name or a dictionary with C(name), C(aliases) and C(options).
-      - The manager refuses networks until the cluster has overlay networks.
+      - Overlay networks the tasks attach to, each a name (or ID) or a dictionary with C(name), C(aliases) and
+        C(options). Replaces all of them. M(swarm.cluster.network) creates networks.
     type: list
     elements: raw
   update_config:
@@ -631,9 +631,27 @@ class ServiceModule:
 
     def plan(self, current: dict[str, Any] | None) -> Plan:
         try:
-            return plan_service(self.name, current["Spec"] if current else None, self.module.params)
+            return plan_service(self.name, current["Spec"] if current else None, self.with_network_ids())
         except SpecError as exc:
             self.module.fail_json(msg=str(exc))
+
+    def with_network_ids(self) -> dict[str, Any]:
+        """The options with network names replaced by the networks' IDs.
+
+        The manager stores a service's networks by ID, as Docker does; compared by name, they would differ on
+        every run. A name that no network has stays, and the manager refuses it naming the field.
+        """
+        params = self.module.params
+        if not params["networks"]:
+            return params
+        networks = []
+        for item in params["networks"]:
+            name = item.get("name") if isinstance(item, dict) else item
+            found = self.api.network_named(name) if isinstance(name, str) else None
+            if found is not None:
+                item = dict(item, name=found["Id"]) if isinstance(item, dict) else found["Id"]
+            networks.append(item)
+        return dict(params, networks=networks)
 
     def present(self) -> None:
         params = self.module.params

@@ -12,7 +12,7 @@ description:
     M(community.docker.docker_swarm_service_info).
 version_added: 0.1.0
 author:
-  - swarm developers
+  - swarm developers (!UNKNOWN)
 extends_documentation_fragment:
   - swarm.cluster.api
   - ansible.builtin.action_common_attributes

@@ -17,7 +17,7 @@ description:
     is recorded."
 version_added: 0.1.0
 author:
-  - swarm developers
+  - swarm developers (!UNKNOWN)
 extends_documentation_fragment:
   - swarm.cluster.api
   - ansible.builtin.action_common_attributes
@@ -344,7 +344,7 @@ def plan_update(spec: dict[str, Any], params: dict[str, Any]) -> tuple[dict[str,
     """The swarm spec for ``params`` laid over ``spec``, and what changes: option names, then rotations."""
     settings = given_settings(params)
     changes = [option for option, value in settings.items() if value != current_setting(spec, option)]
-    changes += [option for option, _, _ in ROTATIONS if params.get(option)]
+    changes += [rotation[0] for rotation in ROTATIONS if params.get(rotation[0])]
     return lay_over(spec, settings), changes
 
 
@@ -444,7 +444,7 @@ class SwarmModule:
             if self.module.check_mode:
                 break
             query: dict[str, Any] = {"version": swarm["Version"]["Index"]}
-            for option, flag, _ in ROTATIONS:
+            for option, flag, _role in ROTATIONS:
                 if self.params[option]:
                     query[flag] = "true"
             try:
@@ -458,7 +458,7 @@ class SwarmModule:
         if settings:
             self.record("Swarm cluster updated: %s" % ", ".join(settings),
                         "Swarm cluster would be updated: %s" % ", ".join(settings))
-        for option, _, role in ROTATIONS:
+        for option, _flag, role in ROTATIONS:
             if self.params[option]:
                 self.record("%s join token rotated" % role, "%s join token would be rotated" % role)
         if self.module.check_mode:

@@ -13,7 +13,7 @@ description:
   - Options and return values are those of M(community.docker.docker_swarm_info).
 version_added: 0.1.0
 author:
-  - swarm developers
+  - swarm developers (!UNKNOWN)
 extends_documentation_fragment:
   - swarm.cluster.api
   - ansible.builtin.action_common_attributes
