@@ -363,3 +363,30 @@ async def test_bad_settings_are_refused_with_the_field_named() -> None:
     with pytest.raises(ValueError, match="network net-a: listen address 'gateway' is not an IP address"):
         await service.listen(NET_A, "gateway", 0)
     assert service.listening() == {}
+
+
+async def test_a_client_on_several_networks_finds_the_names_of_all_of_them(upstream: FakeUpstream) -> None:
+    """A container asks one resolver (its first network's): names of its other networks are answered too, and
+    only for that container's address; the network the query came in on is asked first."""
+    client = "127.0.53.9"
+    elsewhere = {(NET_B, client): [NET_A]}
+    service = ServiceResolver(lookup, upstreams=[f"{UPSTREAM_ADDRESS}:{upstream.port}"],
+                              client_networks=lambda network, address: elsewhere.get((network, address), []))
+    try:
+        address, port = await service.listen(NET_B, ADDRESS_B, 0)
+
+        def ask_from(source: str, name: str) -> DNSRecord:
+            query = DNSRecord.question(name, "A")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind((source, 0))
+                sock.settimeout(10)
+                sock.sendto(query.pack(), (address, port))
+                return DNSRecord.parse(sock.recv(4096))
+
+        assert addresses(await asyncio.to_thread(ask_from, client, "tasks.web")) == ["10.0.1.21", "10.0.1.22", "10.0.1.23"]
+        assert addresses(await asyncio.to_thread(ask_from, client, "web")) == ["10.0.2.10"], "its own network first"
+        assert not upstream.asked
+        stranger = await asyncio.to_thread(ask_from, "127.0.53.10", "tasks.web")
+        assert stranger.header.rcode == RCODE.NXDOMAIN and upstream.asked == Counter({("tasks.web", "udp"): 1})
+    finally:
+        await service.close()

@@ -81,3 +81,12 @@ def test_peers_per_network_leave_this_node_out_and_skip_bad_addresses():
     peers = peers_by_network({f"{NET}/me": {"addr": "172.29.0.11"}, f"{NET}/n2": {"addr": "172.29.0.12"},
                               f"{ING}/n3": {"addr": "bogus"}}, "me")
     assert peers == {NET: {"172.29.0.12"}}
+
+
+def test_a_task_on_several_networks_is_known_by_its_address_on_each():
+    both = Endpoint("t1", "s1", "app", "vip", {"net-a": "10.0.1.5", "net-b": "10.0.2.5", "net-c": "10.0.3.5"},
+                    {}, {}, ())
+    names = NameTable([both])
+    assert names.networks_of("net-b", "10.0.2.5") == ["net-a", "net-c"]
+    assert names.networks_of("net-a", "10.0.2.5") == [], "an address counts on its own network only"
+    assert names.networks_of("net-b", "10.0.2.6") == []

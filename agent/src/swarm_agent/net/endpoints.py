@@ -130,8 +130,11 @@ class NameTable:
 
     def __init__(self, endpoints: Sequence[Endpoint]) -> None:
         self._names: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        # (network, a task's address there) -> the task's other networks.
+        self._other_networks: dict[tuple[str, str], list[str]] = {}
         for ep in endpoints:
             for network_id, ip in ep.addresses.items():
+                self._other_networks[(network_id, ip)] = sorted(n for n in ep.addresses if n != network_id)
                 names = self._names[network_id]
                 own = (ep.service_name, *ep.aliases.get(network_id, ()))
                 vip = ep.vips.get(network_id) if ep.mode == "vip" else None
@@ -142,6 +145,11 @@ class NameTable:
     def lookup(self, network_id: str, name: str) -> list[str] | None:
         found = self._names.get(network_id, {}).get(name)
         return sorted(found) if found is not None else None
+
+    def networks_of(self, network_id: str, client: str) -> list[str]:
+        """The other networks of the task at ``client`` on ``network_id``: a container asks one resolver (its
+        first network's) for every name, and must still find the services of its other networks, as in Docker."""
+        return self._other_networks.get((network_id, client), [])
 
 
 def peers_by_network(values: Mapping[str, Mapping[str, Any]], self_node: str) -> dict[str, set[str]]:

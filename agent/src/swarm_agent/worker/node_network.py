@@ -62,7 +62,9 @@ class NodeNetwork:
         mesh = await asyncio.to_thread(choose_backend, self.mesh_backend)
         overlay = await asyncio.to_thread(Overlay, self.docker_url, self.underlay_ip)
         holder: dict[str, DataPlane] = {}
-        resolver = ServiceResolver(lambda network_id, name: holder["dp"].names.lookup(network_id, name))
+        resolver = ServiceResolver(lambda network_id, name: holder["dp"].names.lookup(network_id, name),
+                                   client_networks=lambda network_id, client: holder["dp"].names.networks_of(
+                                       network_id, client))
         self.dataplane = holder["dp"] = DataPlane(self.node_id, overlay, gossip, mesh, resolver)
         # Join first: the tables then hold everybody's endpoints, so the mesh a restarted agent finds in the
         # kernel is reconciled against the whole picture rather than emptied for a moment.

@@ -5,7 +5,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dnslib import QTYPE, RCODE, DNSRecord
@@ -65,16 +65,20 @@ class ServiceResolver:
     `upstreams`: "ip" or "ip:port" strings; by default the non-loopback nameservers of /etc/resolv.conf.
     `ttl`: TTL of our answers; 0 by default, since a task's address can go away at any moment.
     `reverse`: optional (network_id, ipv4) -> name for PTR queries of our addresses.
+    `client_networks`: optional (network_id, client address) -> the client's other networks, asked in that
+    order when the name is not found on the network the query came in on.
     """
 
     def __init__(self, lookup: Lookup, upstreams: Sequence[str] | None = None, ttl: int = 0,
-                 reverse: ReverseLookup | None = None, timeout: float = UPSTREAM_TIMEOUT) -> None:
+                 reverse: ReverseLookup | None = None, timeout: float = UPSTREAM_TIMEOUT,
+                 client_networks: Callable[[str, str], Sequence[str]] | None = None) -> None:
         if ttl < 0:
             raise ValueError(f"ttl must be 0 or more seconds, not {ttl}")
         if timeout <= 0:
             raise ValueError(f"timeout must be more than 0 seconds, not {timeout}")
         self._lookup = lookup
         self._reverse = reverse
+        self._client_networks = client_networks
         self._ttl = ttl
         self._timeout = timeout
         self._upstreams = ([Upstream.parse(u) for u in upstreams] if upstreams is not None
@@ -219,6 +223,11 @@ class ServiceResolver:
     def _local(self, listener: _Listener, query: DNSRecord, client: str) -> DNSRecord | None:
         try:
             reply = local_answer(query, listener.network_id, self._lookup, self._reverse, self._ttl)
+            others = self._client_networks(listener.network_id, client) if self._client_networks else ()
+            for network_id in others:
+                if reply is not None:
+                    break
+                reply = local_answer(query, network_id, self._lookup, self._reverse, self._ttl)
         except Exception:  # noqa: BLE001 - the consumer's lookup failing must not take the resolver down
             log.exception("DNS lookup of %s on network %s failed; answering SERVFAIL", query.q.qname,
                           listener.network_id)
