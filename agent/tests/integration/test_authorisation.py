@@ -26,6 +26,7 @@ from harness.cluster import SwarmNode, form_swarm, wait_for
 from swarm_agent import pki, tokens
 from swarm_agent.api.app import build_app
 from swarm_agent.manager.ca import RootCA
+from swarm_agent.manager.keys import CA_AAD, KeyFile, unseal
 from swarm_agent.node import AgentConfig, NodeAgent
 from swarm_agent.store.etcd import EtcdClient
 from swarm_agent.store.state import CA_KEY, Store
@@ -84,7 +85,8 @@ def context_of(certs: pki.NodeCerts) -> ssl.SSLContext:
 
 
 def cluster_ca(manager: SwarmNode) -> RootCA:
-    """The swarm's signing CA, read from the manager's store as any holder of the manager's disk could."""
+    """The swarm's signing CA, as whoever holds a manager's disk could read it: the sealed key from the store,
+    opened with the manager's data key."""
 
     async def read() -> dict:
         etcd = EtcdClient([f"http://{manager.host.ip}:2379"])
@@ -96,7 +98,8 @@ def cluster_ca(manager: SwarmNode) -> RootCA:
         return record
 
     record = asyncio.run(read())
-    return RootCA.from_pem(record["cert"].encode(), record["key"].encode())
+    data_key = KeyFile.of(manager.data_dir).load()
+    return RootCA.from_pem(record["cert"].encode(), unseal(data_key, record["sealed_key"], CA_AAD))
 
 
 def expired_certificate(ca: RootCA, identity: pki.Identity) -> tuple[bytes, bytes]:
