@@ -12,6 +12,8 @@ from swarm_agent.worker.container_config import (
     container_labels,
     container_name,
     extra_hosts,
+    host_config,
+    resolver_options,
     stop_grace_seconds,
 )
 from swarm_agent.worker.executor import UNHEALTHY_ERR, Observed, engine_plugins, observe_container
@@ -318,3 +320,16 @@ def test_no_healthcheck_disables_the_images_own() -> None:
     # `docker service create --no-healthcheck` sends Test ["NONE"]: the engine then ignores the image's HEALTHCHECK.
     body = container_config(make_task({"HealthCheck": {"Test": ["NONE"]}}), "web", "n")
     assert body["Healthcheck"]["Test"] == ["NONE"]
+
+
+def test_a_task_asking_the_nodes_resolver_gets_the_hosts_dns_options_without_ndots():
+    # The engine's embedded DNS does not forward single-label names when ndots is set explicitly.
+    assert resolver_options(["ndots:0"]) == ["timeout:5"]
+    assert resolver_options(["edns0", "ndots:2", "rotate"]) == ["edns0", "rotate"]
+    assert resolver_options(["edns0"]) is None, "nothing to undo: the engine's default"
+    task = make_task({})
+    with_resolver = host_config(task, resolvers=["10.0.1.1"], dns_options=["timeout:5"])
+    assert with_resolver["DnsOptions"] == ["timeout:5"]
+    assert host_config(task, dns_options=["timeout:5"]).get("DnsOptions") is None, "no resolver, no options"
+    own = make_task({"DNSConfig": {"Options": ["ndots:3"]}})
+    assert host_config(own, resolvers=["10.0.1.1"], dns_options=["timeout:5"])["DnsOptions"] == ["ndots:3"]

@@ -18,7 +18,7 @@ from swarm_agent.net.dns.answers import (
     parse_query,
     udp_limit,
 )
-from swarm_agent.net.dns.upstream import Upstream, resolv_conf_upstreams
+from swarm_agent.net.dns.upstream import Upstream, resolv_conf_options, resolv_conf_upstreams
 
 TABLE = {
     ("net-a", "web"): ["10.0.1.10"],
@@ -188,3 +188,10 @@ def test_resolv_conf_upstreams_skip_loopback_and_junk(tmp_path: Path) -> None:
                     "nameserver ::1\nnameserver fe80::1%eth0\nnameserver bogus\noptions ndots:1\n")
     assert resolv_conf_upstreams(conf) == [Upstream("10.255.255.53"), Upstream("fe80::1")]
     assert resolv_conf_upstreams(tmp_path / "missing") == []
+
+
+def test_resolv_conf_options_in_order(tmp_path: Path) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.11\noptions ndots:0\n# options debug\noptions edns0 rotate\n")
+    assert resolv_conf_options(conf) == ["ndots:0", "edns0", "rotate"]
+    assert resolv_conf_options(tmp_path / "missing") == []

@@ -167,10 +167,24 @@ def host_ports(endpoint: ServiceEndpoint | None) -> list[HostPort]:
             for p in (endpoint.Ports or [] if endpoint else []) if p.PublishMode == "host"]
 
 
+def resolver_options(host_options: Sequence[str]) -> list[str] | None:
+    """The resolv.conf options of a task that asks the node's resolver, or None for the engine's default.
+
+    The engine copies the host's options into a container, and when they set ``ndots`` its embedded DNS
+    answers a single-label name it does not know (``redis``) with an empty reply instead of forwarding it,
+    so service names would never reach the node's resolver (sandbox nodes' resolv.conf has ndots:0, as
+    every container's does). So: the host's options without ndots; ``timeout:5``, the resolver's default,
+    when nothing else is left, since no options at all would mean the host's again."""
+    if not any(option.startswith("ndots:") for option in host_options):
+        return None
+    return [option for option in host_options if not option.startswith("ndots:")] or ["timeout:5"]
+
+
 def host_config(task: Task, api_version: str = API_VERSION, networks: Sequence[NetworkPlan] = (),
                 resolvers: Sequence[str] = (), ports: Sequence[HostPort] = (),
-                files: Sequence[MountSpec] = ()) -> HostConfig:
-    """``files``: the read-only bind mounts of the task's secrets and configs (worker/secret_files.py)."""
+                files: Sequence[MountSpec] = (), dns_options: Sequence[str] | None = None) -> HostConfig:
+    """``files``: the read-only bind mounts of the task's secrets and configs (worker/secret_files.py);
+    ``dns_options``: resolv.conf options for a task using ``resolvers`` (see resolver_options)."""
     spec = task.Spec.ContainerSpec
     mounts = [*(spec.Mounts or []), *files]
     resources = task.Spec.Resources
@@ -189,7 +203,7 @@ def host_config(task: Task, api_version: str = API_VERSION, networks: Sequence[N
         network_mode=networks[0].engine_network if networks else None,
         port_bindings={f"{target}/{proto}": published for proto, published, target in ports} or None,
         dns_search=dns.Search if dns else None,
-        dns_opt=dns.Options if dns else None,
+        dns_opt=dns.Options if dns and dns.Options else (list(dns_options) if resolvers and dns_options else None),
         init=spec.Init,
         sysctls=spec.Sysctls or None,
         cap_add=spec.CapabilityAdd or None,
@@ -217,7 +231,8 @@ def endpoint_config(plan: NetworkPlan, task: Task, api_version: str = API_VERSIO
 
 def container_config(task: Task, service_name: str, node_id: str, api_version: str = API_VERSION,
                      networks: Sequence[NetworkPlan] = (), resolvers: Sequence[str] = (),
-                     ports: Sequence[HostPort] = (), files: Sequence[MountSpec] = ()) -> ContainerConfig:
+                     ports: Sequence[HostPort] = (), files: Sequence[MountSpec] = (),
+                     dns_options: Sequence[str] | None = None) -> ContainerConfig:
     """The body of ``POST /containers/create`` for this task on node ``node_id``; the container starts on
     the first of ``networks`` (the executor connects the others before starting it)."""
     spec = task.Spec.ContainerSpec
@@ -239,7 +254,7 @@ def container_config(task: Task, service_name: str, node_id: str, api_version: s
         stop_timeout=stop_grace_seconds(spec),
         healthcheck=engine_healthcheck(spec.HealthCheck),
         ports=[(target, proto) for proto, _, target in ports] or None,
-        host_config=host_config(task, api_version, networks, resolvers, ports, files),
+        host_config=host_config(task, api_version, networks, resolvers, ports, files, dns_options),
         networking_config=NetworkingConfig({networks[0].engine_network: endpoint_config(networks[0], task, api_version)})
         if networks else None,
     )

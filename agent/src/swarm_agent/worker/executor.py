@@ -54,6 +54,7 @@ from ..api.models import (
     TaskState,
     TaskStatus,
 )
+from ..net.dns.upstream import resolv_conf_options
 from .container_config import (
     API_VERSION,
     LABEL_NODE_ID,
@@ -63,6 +64,7 @@ from .container_config import (
     container_config,
     container_name,
     endpoint_config,
+    resolver_options,
     stop_grace_seconds,
 )
 
@@ -333,7 +335,7 @@ class Executor:
             if not self._image_present(image) and not self._pull(image):
                 return self._rejected(task, f"No such image: {image}")
             config = container_config(task, service_name, self.node_id, self._api.api_version, networks, resolvers,
-                                      ports, files)
+                                      ports, files, resolver_options(resolv_conf_options()) if resolvers else None)
             try:
                 cid = self._api.create_container_from_config(config, name=container_name(task))["Id"]
                 for plan in networks[1:]:

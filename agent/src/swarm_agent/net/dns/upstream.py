@@ -60,6 +60,15 @@ def _port(text: str, port_text: str) -> int:
     return int(port_text)
 
 
+def resolv_conf_options(path: Path = RESOLV_CONF) -> list[str]:
+    """The ``options`` of resolv.conf, in order (none when it cannot be read)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    return [option for line in lines if line.split()[:1] == ["options"] for option in line.split()[1:]]
+
+
 def resolv_conf_upstreams(path: Path = RESOLV_CONF) -> list[Upstream]:
     """The nameservers of resolv.conf, without loopback ones.
 
