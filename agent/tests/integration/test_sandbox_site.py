@@ -11,6 +11,7 @@ The sandbox has a prefix, network and subnet of its own, so a sandbox made by `m
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -124,6 +125,21 @@ def test_site_builds_the_swarm_on_sandbox_nodes_and_changes_nothing_the_second_t
     containers = sum(len(sandbox.docker_in(n, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=web")
                          .split()) for n in MANAGERS + WORKERS)
     assert containers == 3
+
+    # Discovery on the overlay network `backend`: from one of its own tasks, `web` is the service's VIP there
+    # (through the engine's embedded DNS, with the node's resolv.conf setting ndots as sandbox nodes' does).
+    backend = swarm("network", "inspect", "backend", "--format", "{{.Id}}").strip()
+    vips = json.loads(swarm("service", "inspect", "web", "--format", "{{json .Endpoint.VirtualIPs}}"))
+    vip = next(v["Addr"].split("/")[0] for v in vips if v["NetworkID"] == backend)
+    node = running[0].split()[0]
+    container = sandbox.docker_in(node, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=web").split()[0]
+
+    def resolved() -> str:
+        return subprocess.run(["docker", "exec", node, "docker", "exec", container, "nslookup", "web"],
+                              capture_output=True, text=True, timeout=30).stdout
+
+    wait_for(f"web resolving to its VIP {vip} inside its task on {node}",
+             lambda: f"Address: {vip}" in resolved(), timeout=30)
 
     # A new agent (one more line in its source): every host installs it and restarts the agent, which adopts
     # the running tasks: the same tasks in the same containers.
