@@ -268,16 +268,30 @@ def test_secrets_and_configs(cluster, playbooks):
     # A new value is a new secret; the manager refuses to drop one a service uses, naming the service.
     replaced, = playbooks.run(secret(name="pw", data="hunter3"))
     assert replaced["operation"] == "replace" and replaced["secret_id"] != first_id
-    manager.docker("service", "create", "-d", "--name", "db", "--secret", "pw", image, "sleep", "3600")
-    busy, gone_config = playbooks.run(
-        secret(name="pw", state="absent", ignore_errors=True),
-        {"name": "config gone", "swarm.cluster.config": {"name": "site.conf", "state": "absent"}},
+    # The service module refers to them by name; a second run changes nothing, a new mode is a change.
+    db = {"name": "db", "image": image, "command": ["sleep", "3600"],
+          "secrets": [{"secret_name": "pw", "filename": "db_password", "mode": 0o400}],
+          "configs": [{"config_name": "site.conf", "filename": "/etc/site.conf"}]}
+    made, same, remoded = playbooks.run(
+        {"name": "db", "swarm.cluster.service": db},
+        {"name": "db again", "swarm.cluster.service": db},
+        {"name": "db mode", "swarm.cluster.service": dict(db, secrets=[{"secret_name": "pw", "filename": "db_password",
+                                                                       "mode": 0o440}])},
     )
+    assert made["changed"] and not same["changed"] and remoded["changes"] == ["secrets"], (made, same, remoded)
+    refs = inspect(manager, "service", "db")["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert refs["Secrets"] == [{"SecretID": replaced["secret_id"], "SecretName": "pw",
+                                "File": {"Name": "db_password", "UID": "0", "GID": "0", "Mode": 0o440}}], refs
+    assert refs["Configs"][0]["ConfigName"] == "site.conf" and refs["Configs"][0]["File"]["Name"] == "/etc/site.conf"
+    config_gone = {"name": "config gone", "swarm.cluster.config": {"name": "site.conf", "state": "absent"}}
+    busy, busy_config = playbooks.run(secret(name="pw", state="absent", ignore_errors=True),
+                                      dict(config_gone, ignore_errors=True))
     assert busy["failed"] and "in use by the following service: db" in busy["msg"], busy
-    assert gone_config["changed"]
+    assert busy_config["failed"] and "in use by the following service: db" in busy_config["msg"], busy_config
     manager.docker("service", "rm", "db")
-    gone, gone_again = playbooks.run(secret(name="pw", state="absent"), secret(name="pw", state="absent"))
-    assert gone["changed"] and not gone_again["changed"]
+    gone, gone_again, gone_config = playbooks.run(secret(name="pw", state="absent"), secret(name="pw", state="absent"),
+                                                  config_gone)
+    assert gone["changed"] and not gone_again["changed"] and gone_config["changed"]
     assert manager.docker("secret", "ls", "-q").stdout.strip() == ""
 
 

@@ -69,6 +69,9 @@ FULL = params(
              "propagation": None, "no_copy": True, "driver_config": None, "tmpfs_size": None, "tmpfs_mode": None},
             {"source": None, "target": "/scratch", "type": "tmpfs", "readonly": None, "labels": None,
              "propagation": None, "no_copy": None, "driver_config": None, "tmpfs_size": "64M", "tmpfs_mode": 0o1777}],
+    secrets=[{"secret_name": "db_pw", "secret_id": "sid1", "filename": None, "uid": "0", "gid": "0", "mode": 0o400}],
+    configs=[{"config_name": "site", "config_id": "cid1", "filename": "/etc/site.conf", "uid": "33", "gid": "33",
+              "mode": 0o444}],
     placement={"constraints": ["node.role==worker"], "preferences": [{"spread": "node.labels.zone"}],
                "replicas_max_per_node": 1},
     publish=[{"published_port": 8080, "target_port": 80, "protocol": "tcp", "mode": None}],
@@ -175,6 +178,10 @@ def test_create_maps_options_to_wire_names() -> None:
         {"Target": "/data", "Type": "volume", "Source": "data", "ReadOnly": False, "VolumeOptions": {"NoCopy": True}},
         {"Target": "/scratch", "Type": "tmpfs", "TmpfsOptions": {"SizeBytes": 64 * 1024 ** 2, "Mode": 0o1777}},
     ]
+    assert container["Secrets"] == [{"SecretID": "sid1", "SecretName": "db_pw",
+                                     "File": {"Name": "db_pw", "UID": "0", "GID": "0", "Mode": 0o400}}]
+    assert container["Configs"] == [{"ConfigID": "cid1", "ConfigName": "site",
+                                     "File": {"Name": "/etc/site.conf", "UID": "33", "GID": "33", "Mode": 0o444}}]
     task = spec["TaskTemplate"]
     assert task["Placement"] == {
         "Constraints": ["node.role==worker"],

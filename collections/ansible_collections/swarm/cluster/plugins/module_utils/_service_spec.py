@@ -185,6 +185,31 @@ def _mounts(value: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _file_references(kind: str) -> Callable[[Any], list[dict[str, Any]]]:
+    """``secrets`` / ``configs`` items as the manager stores them: ID, name and the file with its defaults."""
+    capital = kind.capitalize()
+
+    def convert(value: Any) -> list[dict[str, Any]]:
+        out = []
+        for item in value:
+            if not isinstance(item, dict) or not item.get(kind + "_name"):
+                raise SpecError("%ss items need a %s_name, got %r" % (kind, kind, item))
+            name = str(item[kind + "_name"])
+            out.append({
+                capital + "ID": str(item.get(kind + "_id") or ""),
+                capital + "Name": name,
+                "File": {
+                    "Name": str(item.get("filename") or name),
+                    "UID": str(item["uid"]) if item.get("uid") is not None else "0",
+                    "GID": str(item["gid"]) if item.get("gid") is not None else "0",
+                    "Mode": _integer(item["mode"]) if item.get("mode") is not None else 0o444,
+                },
+            })
+        return out
+
+    return convert
+
+
 def _update_settings(option: str, base: Path) -> list[Setting]:
     return [
         Setting(option + ".parallelism", base + ("Parallelism",), _integer),
@@ -227,6 +252,8 @@ SETTINGS: list[Setting] = [
     Setting("dns_search", DNS + ("Search",), _strings),
     Setting("dns_options", DNS + ("Options",), _strings),
     Setting("mounts", CONTAINER + ("Mounts",), _mounts),
+    Setting("secrets", CONTAINER + ("Secrets",), _file_references("secret")),
+    Setting("configs", CONTAINER + ("Configs",), _file_references("config")),
     Setting("healthcheck.test", HEALTH + ("Test",), _health_test),
     Setting("healthcheck.interval", HEALTH + ("Interval",), parse_duration),
     Setting("healthcheck.timeout", HEALTH + ("Timeout",), parse_duration),

@@ -179,6 +179,76 @@ options:
         description:
           - Time the container gets to start before failures count.
         type: str
+  secrets:
+    description:
+      - Secrets the tasks get as files, by default C(/run/secrets/<secret_name>). Replaces all of them.
+      - M(swarm.cluster.secret) creates secrets; the manager refuses a name that no secret has.
+    type: list
+    elements: dict
+    suboptions:
+      secret_name:
+        description:
+          - Name of the secret.
+        type: str
+        required: true
+      secret_id:
+        description:
+          - ID of the secret; looked up by name when not given.
+        type: str
+      filename:
+        description:
+          - File name under C(/run/secrets), or an absolute path. Defaults to the secret's name.
+        type: str
+      uid:
+        description:
+          - Owner of the file.
+        type: str
+        default: "0"
+      gid:
+        description:
+          - Group of the file.
+        type: str
+        default: "0"
+      mode:
+        description:
+          - Permission bits of the file, in decimal (V(292) is C(0444), read for all).
+        type: int
+        default: 292
+  configs:
+    description:
+      - Configs the tasks get as files, by default C(/<config_name>). Replaces all of them.
+      - M(swarm.cluster.config) creates configs.
+    type: list
+    elements: dict
+    suboptions:
+      config_name:
+        description:
+          - Name of the config.
+        type: str
+        required: true
+      config_id:
+        description:
+          - ID of the config; looked up by name when not given.
+        type: str
+      filename:
+        description:
+          - Absolute path of the file in the container, or a name relative to C(/). Defaults to the config's name.
+        type: str
+      uid:
+        description:
+          - Owner of the file.
+        type: str
+        default: "0"
+      gid:
+        description:
+          - Group of the file.
+        type: str
+        default: "0"
+      mode:
+        description:
+          - Permission bits of the file, in decimal (V(292) is C(0444), read for all).
+        type: int
+        default: 292
   mounts:
     description:
       - Mounts of the containers. Replaces all of them.
@@ -445,7 +515,20 @@ EXAMPLES = r"""
       LOG_LEVEL: info
     wait: true
 
-- name: Scale it; every other setting stays as it is
+- name: A database reading its password from /run/secrets/db_password and its settings from /etc/db.conf
+  swarm.cluster.service:
+    name: pg
+    image: postgres:16
+    env:
+      POSTGRES_PASSWORD_FILE: /run/secrets/db_password
+    secrets:
+      - secret_name: db_password
+        mode: 256  # 0400
+    configs:
+      - config_name: db_conf
+        filename: /etc/db.conf
+
+- name: Scale the web service; every other setting stays as it is
   swarm.cluster.service:
     name: web
     replicas: 5
@@ -541,6 +624,17 @@ def _resources_spec() -> dict[str, Any]:
     return {"cpus": {"type": "float"}, "memory": {"type": "str"}}
 
 
+def _file_reference_spec(kind: str) -> dict[str, Any]:
+    return {
+        kind + "_name": {"type": "str", "required": True},
+        kind + "_id": {"type": "str"},
+        "filename": {"type": "str"},
+        "uid": {"type": "str", "default": "0"},
+        "gid": {"type": "str", "default": "0"},
+        "mode": {"type": "int", "default": 292},
+    }
+
+
 SERVICE_OPTIONS: dict[str, dict[str, Any]] = {
     "name": {"type": "str", "required": True},
     "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
@@ -587,6 +681,9 @@ SERVICE_OPTIONS: dict[str, dict[str, Any]] = {
         "tmpfs_size": {"type": "str"},
         "tmpfs_mode": {"type": "int"},
     }},
+    # References by name, never secret values: nothing here to hide from logs.
+    "secrets": {"type": "list", "elements": "dict", "options": _file_reference_spec("secret"), "no_log": False},
+    "configs": {"type": "list", "elements": "dict", "options": _file_reference_spec("config")},
     "placement": {"type": "dict", "options": {
         "constraints": {"type": "list", "elements": "str"},
         "preferences": {"type": "list", "elements": "dict"},
@@ -631,27 +728,39 @@ class ServiceModule:
 
     def plan(self, current: dict[str, Any] | None) -> Plan:
         try:
-            return plan_service(self.name, current["Spec"] if current else None, self.with_network_ids())
+            return plan_service(self.name, current["Spec"] if current else None, self.with_ids())
         except SpecError as exc:
             self.module.fail_json(msg=str(exc))
 
-    def with_network_ids(self) -> dict[str, Any]:
-        """The options with network names replaced by the networks' IDs.
+    def with_ids(self) -> dict[str, Any]:
+        """The options with the names of networks, secrets and configs completed by their IDs.
 
-        The manager stores a service's networks by ID, as Docker does; compared by name, they would differ on
-        every run. A name that no network has stays, and the manager refuses it naming the field.
+        The manager stores a service's networks by ID, and its secrets and configs by ID and name, as Docker
+        does; compared by name alone, they would differ on every run. A name that nothing has stays as it is,
+        and the manager refuses it naming the field.
         """
-        params = self.module.params
-        if not params["networks"]:
-            return params
-        networks = []
-        for item in params["networks"]:
-            name = item.get("name") if isinstance(item, dict) else item
-            found = self.api.network_named(name) if isinstance(name, str) else None
-            if found is not None:
-                item = dict(item, name=found["Id"]) if isinstance(item, dict) else found["Id"]
-            networks.append(item)
-        return dict(params, networks=networks)
+        params = dict(self.module.params)
+        if params["networks"]:
+            networks = []
+            for item in params["networks"]:
+                name = item.get("name") if isinstance(item, dict) else item
+                found = self.api.network_named(name) if isinstance(name, str) else None
+                if found is not None:
+                    item = dict(item, name=found["Id"]) if isinstance(item, dict) else found["Id"]
+                networks.append(item)
+            params["networks"] = networks
+        for kind in ("secret", "config"):
+            if not params[kind + "s"]:
+                continue
+            completed = []
+            for item in params[kind + "s"]:
+                if not item.get(kind + "_id"):
+                    found = self.api.named("/%ss" % kind, item[kind + "_name"], lambda obj: obj["Spec"]["Name"])
+                    if found is not None:
+                        item = dict(item, **{kind + "_id": found["ID"]})
+                completed.append(item)
+            params[kind + "s"] = completed
+        return params
 
     def present(self) -> None:
         params = self.module.params
