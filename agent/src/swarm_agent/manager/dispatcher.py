@@ -166,7 +166,8 @@ async def heartbeat(request: web.Request) -> web.Response:
     ttl = await mgr.store.etcd.lease_keepalive(body.lease)
     if ttl <= 0:
         raise ApiError("session expired: open a new one", status=410)
-    return json_response({"heartbeat_period": await mgr.heartbeat_period()})
+    # A session keeps a period its lease outlives three times over, however the period has stretched since.
+    return json_response({"heartbeat_period": min(await mgr.heartbeat_period(), ttl / 3)})
 
 
 async def leave(request: web.Request) -> web.Response:

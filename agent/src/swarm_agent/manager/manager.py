@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 
 LEADER_TTL = 3  # seconds: how long a dead leader can hold the cluster up
 MANAGER_TTL = 5
+# Heartbeats a manager answers per second, on average, before the period stretches with the cluster (each is
+# a TLS request and an etcd lease renewal: at 2,500 nodes and 5 s they would take most of a core). A node that
+# dies is still found within seconds by gossip; only nodes without gossip wait for their lease.
+HEARTBEATS_PER_MANAGER = 100.0
+
+
+def stretched_period(configured: float, sessions: int, managers: int) -> float:
+    """The heartbeat period: the cluster's setting, or longer once the nodes' sessions would exceed
+    HEARTBEATS_PER_MANAGER for each manager."""
+    return max(configured, sessions / (HEARTBEATS_PER_MANAGER * max(1, managers)))
 
 
 class Manager:
@@ -116,8 +126,10 @@ class Manager:
         return sorted(set(addrs) | {self.api_addr})
 
     async def heartbeat_period(self) -> float:
-        cluster = self.cache.state.cluster or await self.store.get_cluster()
-        return (cluster.Spec.Dispatcher.HeartbeatPeriod if cluster else 5_000_000_000) / 1e9
+        state = self.cache.state
+        cluster = state.cluster or await self.store.get_cluster()
+        configured = (cluster.Spec.Dispatcher.HeartbeatPeriod if cluster else 5_000_000_000) / 1e9
+        return stretched_period(configured, len(state.sessions), len(state.managers))
 
     async def _advertise(self) -> None:
         """Keep this manager's record alive; it vanishes with the lease when the agent dies."""
