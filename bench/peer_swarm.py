@@ -13,7 +13,8 @@ nodes (``docker -H unix:///run/swarm/swarm.sock``). Figures:
 - failover: a worker's node killed outright (``docker kill`` of its container) until all N run elsewhere;
 - scale: N to ``--scale-to`` on the two workers left, until all run.
 A table follows: each figure for both systems, their ratio (this project / Swarm) and the goal of
-SWARM-FEATURES.md. The sandbox is removed at the end, also after a failure.
+SWARM-FEATURES.md. The services are busybox httpd (HOSTNAME_WEB of the tests' harness) named by image ID (see
+Images). The sandbox is removed at the end, also after a failure.
 
 Run as root from the repository root: ``.venv/bin/python bench/peer_swarm.py [--replicas N] [--scale-to M]``.
 The nodes have a prefix, network and subnet of their own (peer-, 172.28.253.0/24), so other sandboxes are left alone.
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "agent" / "tests"))
@@ -47,8 +49,6 @@ VICTIM = WORKERS[-1]
 # playbooks/sandbox.yml puts managers at .11, .12, ... and workers at .21, .22, ...
 ADDRESSES = {MANAGER: SUBNET_BASE + "11", **{w: f"{SUBNET_BASE}{21 + i}" for i, w in enumerate(WORKERS)}}
 IMAGE = "local/busybox:1"
-# Where the engines' pull of a docker.io image goes first.
-REGISTRY = "registry-1.docker.io"
 MESH_PORT = 8080
 # How long a node's published port may stay silent once the service's tasks run.
 MESH_WAIT = 10.0
@@ -82,16 +82,29 @@ class Figures:
     setup: dict[str, float] = field(default_factory=dict)
 
 
-def run(*argv: str, timeout: float = 120) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+@dataclass(frozen=True)
+class Images:
+    """Image IDs, the same in every node. Services name their image by ID: Swarm's workers then run it without
+    trying to pull it first (they do for a tag, even one they have, and with no registry reachable each try
+    costs 10-20 s, most of every Swarm figure); this project's agents never pull."""
+
+    first: str
+    update: str
+
+
+def run(*argv: str, timeout: float = 120, input: str | bytes | None = None, text: bool = True) -> Any:
+    """``argv``'s output: str, or bytes with ``text=False`` or bytes ``input``."""
+    text = text and not isinstance(input, bytes)
+    done = subprocess.run(argv, capture_output=True, text=text, timeout=timeout, check=False, input=input)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout[-4000:]!s}\n"
+                           f"{done.stderr[-4000:]!s}")
     return done.stdout
 
 
-def in_node(node: str, *args: str, timeout: float = 120) -> str:
+def in_node(node: str, *args: str, timeout: float = 120, text: bool = True) -> Any:
     """The docker CLI inside ``node`` against its own (inner) engine."""
-    return run("docker", "exec", node, "docker", *args, timeout=timeout)
+    return run("docker", "exec", node, "docker", *args, timeout=timeout, text=text)
 
 
 def timed(what: Callable[[], object]) -> float:
@@ -118,16 +131,16 @@ class Sandbox:
             raise RuntimeError(f"ansible-playbook {' '.join(args)} failed ({done.returncode}):\n"
                                f"{done.stdout[-6000:]}\n{done.stderr[-3000:]}")
 
-    def create(self) -> None:
+    def create(self) -> Images:
         self.playbook("playbooks/sandbox.yml", *self.extra)
-        for node in ADDRESSES:
-            # The update's target: another tag of the same image, as update_bench.py uses.
-            in_node(node, "tag", IMAGE, NEW_IMAGE)
-            # Swarm's workers try to pull every task's image (a tag, not a digest), even one they have; with no
-            # registry reachable the name lookup alone takes 20 s to time out, which would be most of every
-            # Swarm figure. The registry's name at the node's loopback makes the pull fail at once, as a
-            # reachable registry would answer at once; this project's agents never pull.
-            run("docker", "exec", node, "sh", "-c", f"echo '127.0.0.1 {REGISTRY}' >> /etc/hosts")
+        # The update's target: a child of the test image (another ID), built once and loaded into every node.
+        run("docker", "exec", "-i", MANAGER, "docker", "build", "-q", "-t", NEW_IMAGE, "-",
+            input=f"FROM {IMAGE}\nLABEL swarm.bench.peer=update\n")
+        archive = in_node(MANAGER, "save", NEW_IMAGE, text=False)
+        for worker in WORKERS:
+            run("docker", "exec", "-i", worker, "docker", "load", input=archive)
+        image_id = ["image", "inspect", "--format", "{{.Id}}"]
+        return Images(in_node(MANAGER, *image_id, IMAGE).strip(), in_node(MANAGER, *image_id, NEW_IMAGE).strip())
 
     def site(self) -> None:
         self.playbook("-i", str(self.inventory), "playbooks/site.yml")
@@ -154,7 +167,7 @@ def running(manager: Manager, service: str) -> int:
     return sum(running_per_node(manager, service).values())
 
 
-def measure(manager: Manager, replicas: int, scale_to: int, parallelism: int) -> Figures:
+def measure(manager: Manager, images: Images, replicas: int, scale_to: int, parallelism: int) -> Figures:
     """The figures on a cluster whose nodes are all Ready; the services it made are removed again."""
     figures = Figures()
     manager.docker("node", "update", "--availability", "drain", MANAGER)
@@ -164,14 +177,14 @@ def measure(manager: Manager, replicas: int, scale_to: int, parallelism: int) ->
     start = time.monotonic()
     manager.docker(*create, "--name", "bench", "--replicas", str(replicas),
                    "--update-parallelism", str(parallelism), "--update-delay", "0s", "--update-monitor", "5s",
-                   IMAGE, *HOSTNAME_WEB)
+                   images.first, *HOSTNAME_WEB)
     wait_for(f"{replicas} running", lambda: running(manager, "bench") == replicas, timeout=600, interval=POLL)
     figures.create = time.monotonic() - start
     print(f"  create {replicas} until all running: {figures.create:.1f} s", flush=True)
 
     start = time.monotonic()
-    manager.docker("service", "update", "--detach", "--no-resolve-image", "--image", NEW_IMAGE, "bench")
-    wait_for(f"{replicas} new and running", lambda: new_and_running(manager, "bench") == replicas,
+    manager.docker("service", "update", "--detach", "--no-resolve-image", "--image", images.update, "bench")
+    wait_for(f"{replicas} new and running", lambda: new_and_running(manager, "bench", images.update) == replicas,
              timeout=900, interval=POLL)
     figures.update_running = time.monotonic() - start
     wait_for("update completed", lambda: manager.docker(
@@ -182,7 +195,7 @@ def measure(manager: Manager, replicas: int, scale_to: int, parallelism: int) ->
           f"completed {figures.update_completed:.1f} s", flush=True)
 
     manager.docker(*create, "--name", "mesh", "--replicas", "3", "--publish", f"published={MESH_PORT},target=80",
-                   IMAGE, *HOSTNAME_WEB)
+                   images.first, *HOSTNAME_WEB)
     wait_for("3 mesh tasks running", lambda: running(manager, "mesh") == 3, timeout=300, interval=POLL)
     figures.mesh = mesh_answers()
     print(f"  routing mesh: {figures.mesh}", flush=True)
@@ -220,7 +233,7 @@ def mesh_answers() -> str:
     return said + (f"; silent for {MESH_WAIT:.0f} s: {', '.join(silent)}" if silent else "")
 
 
-def docker_swarm(replicas: int, scale_to: int, parallelism: int) -> Figures:
+def docker_swarm(images: Images, replicas: int, scale_to: int, parallelism: int) -> Figures:
     """Real Docker Swarm on the inner engines; every engine has left it again when this returns."""
     manager = Manager()
     start = time.monotonic()
@@ -231,7 +244,7 @@ def docker_swarm(replicas: int, scale_to: int, parallelism: int) -> Figures:
     wait_nodes_ready(manager)
     setup = time.monotonic() - start
     try:
-        figures = measure(manager, replicas, scale_to, parallelism)
+        figures = measure(manager, images, replicas, scale_to, parallelism)
     finally:
         leave_swarm()
     figures.setup["swarm init and join"] = setup
@@ -254,11 +267,11 @@ def leave_swarm() -> None:
             raise RuntimeError(f"{node}'s engine is still in swarm mode after leaving ({state})")
 
 
-def this_project(sandbox: Sandbox, replicas: int, scale_to: int, parallelism: int) -> Figures:
+def this_project(sandbox: Sandbox, images: Images, replicas: int, scale_to: int, parallelism: int) -> Figures:
     manager = Manager("-H", "unix:///run/swarm/swarm.sock")
     setup = timed(sandbox.site)
     wait_nodes_ready(manager)
-    figures = measure(manager, replicas, scale_to, parallelism)
+    figures = measure(manager, images, replicas, scale_to, parallelism)
     figures.setup["site.yml (engines, agents, managers, workers)"] = setup
     return figures
 
@@ -297,12 +310,13 @@ def main() -> None:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     sandbox = Sandbox(Path(tempfile.mkdtemp(prefix="peer-swarm-", dir="/tmp")))
     try:
-        build = timed(sandbox.create)
-        print(f"sandbox: 1 manager and {len(WORKERS)} workers built in {build:.1f} s", flush=True)
+        start = time.monotonic()
+        images = sandbox.create()
+        print(f"sandbox: 1 manager and {len(WORKERS)} workers built in {time.monotonic() - start:.1f} s", flush=True)
         print("Docker Swarm:", flush=True)
-        swarm = docker_swarm(args.replicas, args.scale_to, args.parallelism)
+        swarm = docker_swarm(images, args.replicas, args.scale_to, args.parallelism)
         print("swarm (this project):", flush=True)
-        ours = this_project(sandbox, args.replicas, args.scale_to, args.parallelism)
+        ours = this_project(sandbox, images, args.replicas, args.scale_to, args.parallelism)
     finally:
         sandbox.remove()
     for name, seconds in {**swarm.setup, **ours.setup}.items():
