@@ -201,6 +201,11 @@ def measure(manager: Manager, images: Images, replicas: int, scale_to: int, para
     figures.mesh = mesh_answers()
     print(f"  routing mesh: {figures.mesh}", flush=True)
     manager.docker("service", "rm", "mesh")
+    # The kill is timed on its own: the mesh's tasks, stopping through their 10 s grace period, are gone first
+    # (this project's workers start no new task while a stop is under way, which would add up to 10 s).
+    wait_for("the mesh service's containers gone", lambda: not any(
+        in_node(node, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=mesh").split() for node in ADDRESSES),
+        timeout=120, interval=POLL)
 
     start = time.monotonic()
     run("docker", "kill", VICTIM)
