@@ -26,10 +26,10 @@ WEB = ["httpd", "-f", "-p", "80", "-h", "/"]
 NEW_IMAGE = "local/busybox:2"
 
 
-def new_and_running(manager: SwarmNode, service: str) -> int:
+def new_and_running(manager: SwarmNode, service: str, image: str = NEW_IMAGE) -> int:
     out = manager.docker("service", "ps", service, "--filter", "desired-state=running",
                          "--format", "{{.Image}} {{.CurrentState}}").stdout
-    return sum(1 for line in out.splitlines() if line.startswith(f"{NEW_IMAGE} Running"))
+    return sum(1 for line in out.splitlines() if line.startswith(f"{image} Running"))
 
 
 def one_run(replicas: int, parallelism: int) -> tuple[float, float]:

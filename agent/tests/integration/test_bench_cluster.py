@@ -38,3 +38,20 @@ def test_mesh_apply_runs():
 def test_update_bench_runs():
     lines = run("update_bench.py", "--replicas", "4", "--parallelism", "2", "--runs", "1")
     assert lines, "update_bench printed nothing"
+
+
+@pytest.mark.requires("debootstrap", "dockerd", "docker")
+def test_peer_swarm_runs_beside_docker_swarm():
+    lines = run("peer_swarm.py", "--replicas", "3", "--scale-to", "5")
+    header, *rows = ([cell.strip() for cell in line.split(" | ")] for line in lines[-7:])
+    assert header == ["figure", "Docker Swarm", "swarm (this project)", "ratio", "goal", "met"], lines
+    assert [row[0] for row in rows] == [
+        "create 3 replicas until all running",
+        "rolling update of 3 (parallelism 5, delay 0, monitor 5 s): all new running",
+        "... until the update reads completed",
+        "kill one of three workers until all 3 run on the others",
+        "scale 3 to 5 (two workers left)",
+        "request to a published port (8080) on each node",
+    ], lines
+    # This project's mesh answers on every node (Docker's needs IPVS, which these kernels lack).
+    assert rows[-1][2].startswith("4/4 nodes answer"), lines
