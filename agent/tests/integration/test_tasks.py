@@ -91,3 +91,17 @@ def test_restart_window_and_delay(single):
 
 def container_of(task: dict) -> str:
     return f"{task['Name']}.{task['ID']}"  # as the executor names it
+
+
+def test_a_task_in_its_stop_grace_period_does_not_hold_back_new_ones(single):
+    """A container that ignores SIGTERM takes its whole grace period to stop; tasks assigned meanwhile (the
+    replacements of a dead node's tasks, say) start without waiting for it."""
+    image, node = single
+    node.docker("service", "create", "-d", "--name", "stubborn", "--stop-grace-period", "2m",
+                image, "sh", "-c", "trap '' TERM; while true; do sleep 1; done")
+    wait_for("stubborn running", lambda: task_states(node, "stubborn") == ["running"])
+    node.docker("service", "rm", "stubborn")
+    node.docker("service", "create", "-d", "--name", "fresh", image, "sleep", "3600")
+    wait_for("fresh running", lambda: task_states(node, "fresh") == ["running"], timeout=60)
+    still = node.host.docker("ps", "-q", "--filter", "label=com.docker.swarm.service.name=stubborn").stdout
+    assert still.strip(), "fresh ran only once the stubborn container was gone"

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL = 2.0
 START_CONCURRENCY = 4
+# Containers stopped at once, each waiting up to its grace period in a thread of its own.
+STOP_CONCURRENCY = 16
 
 
 class SessionRefused(Exception):
@@ -70,6 +73,10 @@ class WorkerSession:
         self._outbox: dict[str, TaskStatus] = {}
         self._wake = asyncio.Event()
         self._outbox_ready = asyncio.Event()
+        # Stops in progress (task ID -> its asyncio task), beside the reconcile passes, in their own threads:
+        # the default pool has a handful, and a stop holds one through the task's grace period.
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._stop_pool = ThreadPoolExecutor(max_workers=STOP_CONCURRENCY, thread_name_prefix="task-stop")
         self._have_assignments = False
         self.established = asyncio.Event()
         self.logs = LogPublisher(node_id, executor, certs)
@@ -101,6 +108,10 @@ class WorkerSession:
         finally:
             events.cancel()
             reconciler.cancel()
+            for stopping in list(self._stopping.values()):
+                stopping.cancel()
+            # Stops under way finish in their threads; the pool takes no new ones.
+            self._stop_pool.shutdown(wait=False)
             await self.logs.close()
             self.executor.close()
             if self.network is not None:
@@ -268,6 +279,20 @@ class WorkerSession:
         self._outbox[task.ID] = observed.status()
         self._outbox_ready.set()
 
+    async def _stop(self, task: Task) -> None:
+        """Stop one task's container beside the reconcile passes: a task in its grace period (10 s by default,
+        longer for processes that ignore SIGTERM) must not hold back the tasks this node is to start meanwhile,
+        such as the replacements of a dead node's tasks."""
+        try:
+            log.info("node %s: stopping task %s (%s)", self.node_id, task.ID, task.Name)
+            loop = asyncio.get_running_loop()
+            self._report(task, await loop.run_in_executor(self._stop_pool, self.executor.stop, task))
+        except Exception:
+            log.exception("node %s: stopping task %s failed; the next pass tries again", self.node_id, task.ID)
+        finally:
+            self._stopping.pop(task.ID, None)
+            self._wake.set()
+
     async def reconcile(self) -> None:
         observed = await asyncio.to_thread(self.executor.observe_all)
         to_start: list[Task] = []
@@ -321,17 +346,15 @@ class WorkerSession:
                 self._report(task, await asyncio.to_thread(self.executor.start, task, name, networks, resolvers, ports,
                                                            files))
 
-        async def stop(task: Task) -> None:
-            async with gate:
-                log.info("node %s: stopping task %s (%s)", self.node_id, task.ID, task.Name)
-                self._report(task, await asyncio.to_thread(self.executor.stop, task))
-
-        await asyncio.gather(*(start(t) for t in to_start), *(stop(t) for t in to_stop))
+        for task in to_stop:
+            if task.ID not in self._stopping:
+                self._stopping[task.ID] = asyncio.create_task(self._stop(task), name=f"stop-{task.ID}")
+        await asyncio.gather(*(start(t) for t in to_start))
         if self.files is not None:
             await asyncio.to_thread(self.files.sweep, live)
         if self.network is not None:
             self.network.tasks_known()
-        for task_id in observed.keys() - self.assigned.keys():
+        for task_id in observed.keys() - self.assigned.keys() - self._stopping.keys():
             if self.network is not None:
                 await self.network.withdraw(task_id)
             log.info("node %s: removing container of task %s, no longer assigned", self.node_id, task_id)
