@@ -222,12 +222,11 @@ class ServiceResolver:
 
     def _local(self, listener: _Listener, query: DNSRecord, client: str) -> DNSRecord | None:
         try:
-            reply = local_answer(query, listener.network_id, self._lookup, self._reverse, self._ttl)
             others = self._client_networks(listener.network_id, client) if self._client_networks else ()
-            for network_id in others:
+            for network_id in (listener.network_id, *others):
+                reply = local_answer(query, network_id, self._lookup, self._reverse, self._ttl)
                 if reply is not None:
                     break
-                reply = local_answer(query, network_id, self._lookup, self._reverse, self._ttl)
         except Exception:  # noqa: BLE001 - the consumer's lookup failing must not take the resolver down
             log.exception("DNS lookup of %s on network %s failed; answering SERVFAIL", query.q.qname,
                           listener.network_id)

@@ -168,6 +168,10 @@ class SwarmApi:
     def network_named(self, name: str) -> dict[str, Any] | None:
         return self.named("/networks", name, lambda network: network["Name"])
 
+    def file_object_named(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The secret or config (``kind``) named exactly ``name``."""
+        return self.named("/%ss" % kind, name, lambda obj: obj["Spec"]["Name"])
+
 
 def poll(check: Callable[[], tuple[bool, str]], timeout: float, interval: float = 0.5) -> tuple[bool, str]:
     """Call ``check`` until it reports done or ``timeout`` seconds pass; return its last verdict."""

@@ -65,7 +65,7 @@ def run(kind: str) -> None:
     params = module.params
     path = "/%ss" % kind
     name = params["name"]
-    current = next((o for o in api.list_objects(path, {"names": [name]}) if o["Spec"]["Name"] == name), None)
+    current = api.file_object_named(kind, name)
     before = {"name": name, "labels": current["Spec"].get("Labels") or {}} if current else {}
     id_key = "%s_id" % kind
     if params["state"] == "absent":

@@ -755,7 +755,7 @@ class ServiceModule:
             completed = []
             for item in params[kind + "s"]:
                 if not item.get(kind + "_id"):
-                    found = self.api.named("/%ss" % kind, item[kind + "_name"], lambda obj: obj["Spec"]["Name"])
+                    found = self.api.file_object_named(kind, item[kind + "_name"])
                     if found is not None:
                         item = dict(item, **{kind + "_id": found["ID"]})
                 completed.append(item)
