@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
-"""Scale run: one real manager, many hollow nodes, services adding up to many tasks.
+"""Scale run: real managers, many hollow nodes, services adding up to many tasks, then some nodes die.
 
-A lab host runs a real ``swarmd`` manager (drained, so it runs no tasks itself); a second lab host runs one
-``swarmd-hollow`` process with ``--nodes`` simulated workers that join over real TLS. Then ``--services``
-services adding up to ``--tasks`` replicas are created through the manager's Docker API, and the script prints:
+Lab hosts run ``--managers`` real ``swarmd`` managers (drained, so they run no tasks themselves); another lab
+host runs ``swarmd-hollow`` processes with ``--nodes`` simulated workers in all that join the first manager
+over real TLS. Then ``--services`` services adding up to ``--tasks`` replicas are created through the first
+manager's Docker API, and the script prints:
 - time until every task is assigned to a node and until every task runs, and tasks scheduled per second;
-- the manager's CPU (share of one core) and RSS at rest afterwards, and those of its etcd;
+- the first manager's CPU (share of one core) and RSS at rest afterwards, and those of its etcd;
 - API latency p50/p99 of ``service create`` and of ``GET /tasks?filters={"service":...}`` under that load
   (a probe creates a 0-replica service and lists one service's tasks every ``--probe-interval`` seconds while
-  the tasks converge; the creates of the load itself count as service creates too).
+  the tasks converge; the creates of the load itself count as service creates too);
+- with ``--kill K``: K of the nodes run in a process of their own, which is killed once everything runs;
+  the time until the managers show those K nodes down, and until every task runs again on the others.
 
 Run as root from the repository root:
-``.venv/bin/python bench/scale.py [--nodes 100] [--tasks 1000] [--services 10] [--start-delay 0.5s]``.
+``.venv/bin/python bench/scale.py [--managers 1] [--nodes 100] [--tasks 1000] [--services 10]
+[--start-delay 0.5s] [--kill 0]``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -129,11 +134,42 @@ class Probe(threading.Thread):
 # ------------------------------------------------------------------------ run
 
 
-def counts(api: docker.APIClient) -> tuple[int, int]:
-    """(tasks assigned to a node, tasks running), among tasks meant to run."""
-    tasks = api.tasks(filters={"desired-state": "running"})
+def counts(api: docker.APIClient, dead: frozenset[str] = frozenset()) -> tuple[int, int]:
+    """(tasks assigned to a node, tasks running), among tasks meant to run and not on a ``dead`` node."""
+    tasks = [t for t in api.tasks(filters={"desired-state": "running"}) if t.get("NodeID") not in dead]
     return (sum(1 for t in tasks if t.get("NodeID")),
             sum(1 for t in tasks if t["Status"]["State"] == "running"))
+
+
+def down_nodes(api: docker.APIClient, ids: frozenset[str]) -> int:
+    return sum(1 for n in api.nodes() if n["ID"] in ids and n["Status"]["State"] == "down")
+
+
+def nodes_named(api: docker.APIClient, prefix: str) -> frozenset[str]:
+    return frozenset(n["ID"] for n in api.nodes() if n["Description"]["Hostname"].startswith(prefix))
+
+
+def kill_and_recover(api: docker.APIClient, doomed: subprocess.Popen, ids: frozenset[str], tasks: int,
+                     args: argparse.Namespace) -> None:
+    """Kill the doomed fleet; time until the managers see its nodes down and every task runs elsewhere."""
+    doomed.kill()
+    doomed.wait()
+    start = time.monotonic()
+    deadline = start + args.timeout
+    down_at = running_at = None
+    while running_at is None or down_at is None:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"after killing {len(ids)} nodes: {down_nodes(api, ids)} down and "
+                             f"{counts(api, ids)} (assigned, running) elsewhere within {args.timeout:.0f} s")
+        now = time.monotonic()
+        if down_at is None and down_nodes(api, ids) == len(ids):
+            down_at = now - start
+        if running_at is None and counts(api, ids)[1] >= tasks:
+            running_at = now - start
+        time.sleep(args.poll_interval)
+    print(f"{len(ids)} hollow nodes killed:")
+    print(f"  all shown down after {down_at:.1f} s")
+    print(f"  all {tasks} tasks running on the other nodes after {running_at:.1f} s")
 
 
 def scale_run(args: argparse.Namespace) -> None:
@@ -141,19 +177,28 @@ def scale_run(args: argparse.Namespace) -> None:
     lab = Lab(base)
     try:
         image, archive = busybox_image(Path("/var/tmp/swarm-test-cache"))
-        manager_host = lab.add_host("m1")
+        managers = [SwarmNode(h) for h in lab.add_hosts(*(f"m{i + 1}" for i in range(args.managers)))]
         fleet_host = lab.add_host("hollow", engine=False)
-        manager_host.load_image(archive)
-        manager = SwarmNode(manager_host)
-        manager.start()
+        manager = managers[0]
+        for node in managers:
+            node.host.load_image(archive)
+            node.start()
         manager.init()
-        manager.docker("node", "update", "--availability", "drain", manager.node_id)
+        for node in managers[1:]:
+            node.join(manager, role="manager")
+        for node in managers:
+            manager.docker("node", "update", "--availability", "drain", node.node_id)
 
         start = time.monotonic()
-        fleet = start_hollow(fleet_host, manager, args.nodes, start_delay=args.start_delay,
+        fleet = start_hollow(fleet_host, manager, args.nodes - args.kill, start_delay=args.start_delay,
                              failure_rate=0.0, join_concurrency=args.join_concurrency)
+        # The nodes to kill run in a process of their own, under names of their own.
+        doomed = (start_hollow(fleet_host, manager, args.kill, start_delay=args.start_delay, failure_rate=0.0,
+                               join_concurrency=args.join_concurrency, name_prefix="doomed", seed=2,
+                               log_name="doomed")
+                  if args.kill else None)
         wait_for(f"{args.nodes} hollow nodes ready",
-                 lambda: fleet.poll() is None and ready_nodes(manager) == args.nodes + 1,
+                 lambda: fleet.poll() is None and ready_nodes(manager) == args.nodes + args.managers,
                  timeout=max(60.0, args.nodes * 0.5), interval=1.0)
         print(f"{args.nodes} hollow nodes joined and ready in {time.monotonic() - start:.1f} s", flush=True)
 
@@ -204,6 +249,8 @@ def scale_run(args: argparse.Namespace) -> None:
         for name, (cpu, rss) in at_rest(pids, args.rest_seconds).items():
             print(f"  at rest ({args.rest_seconds:.0f} s, after {args.settle:.0f} s settling): {name}: "
                   f"CPU {cpu:.1f} % of a core, RSS {rss:.0f} MiB")
+        if doomed is not None:
+            kill_and_recover(api, doomed, nodes_named(api, "doomed"), args.tasks, args)
         api.close()
     finally:
         lab.cleanup()
@@ -212,7 +259,9 @@ def scale_run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--managers", type=int, default=1, help="real managers (drained)")
     parser.add_argument("--nodes", type=int, default=100, help="hollow nodes")
+    parser.add_argument("--kill", type=int, default=0, help="hollow nodes (of --nodes) to kill once all runs")
     parser.add_argument("--tasks", type=int, default=1000, help="replicas over all services")
     parser.add_argument("--services", type=int, default=10)
     parser.add_argument("--start-delay", default="0.5s", help="hollow nodes' task start delay")
@@ -223,8 +272,10 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=5, help="seconds between convergence and the rest sample")
     parser.add_argument("--rest-seconds", type=float, default=10)
     args = parser.parse_args()
-    if args.nodes < 1 or args.services < 1 or args.tasks < args.services:
-        parser.error("need at least one node and service, and at least one task per service")
+    if args.nodes < 1 or args.services < 1 or args.tasks < args.services or args.managers < 1:
+        parser.error("need at least one manager, node and service, and at least one task per service")
+    if not 0 <= args.kill < args.nodes:
+        parser.error("--kill must leave at least one node alive")
     scale_run(args)
 
 

@@ -41,13 +41,13 @@ from .api.models import (
     TLSInfoSpec,
 )
 from .manager import dispatcher, logbroker
-from .manager.ca import RootCA
-from .manager.etcd_member import EtcdMember
-from .manager.keys import CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, new_key, parse_unlock_key, seal
+from .manager.ca import ETCD_CA_COMMON_NAME, RootCA, node_certificates
+from .manager.etcd_member import EtcdMember, client_tls
+from .manager.keys import CA_AAD, ETCD_CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, new_key, parse_unlock_key, seal
 from .manager.manager import Manager
 from .store.etcd import EtcdClient, op_put
 from .manager.ipam import INGRESS_NAME
-from .store.state import CA_KEY, JOIN_TOKENS, UNLOCK_KEY, Snapshot, Store
+from .store.state import CA_KEY, ETCD_CA_KEY, JOIN_TOKENS, UNLOCK_KEY, Snapshot, Store
 from .worker.executor import Executor
 from .worker.join import request_join
 from .worker.node_network import NodeNetwork
@@ -253,9 +253,13 @@ class NodeAgent:
         await self._activate(initial_cluster=None)
 
     def _own_member(self) -> EtcdMember:
-        assert self.state is not None
-        return EtcdMember(self.config.data_dir / "etcd", self.state.node_id, self.state.advertise_ip,
-                          self.state.cluster_id, self.config.etcd_binary)
+        assert self.state is not None and self.certs is not None
+        return self._member(self.state.node_id, self.state.advertise_ip, self.state.cluster_id, self.certs)
+
+    def _member(self, node_id: str, ip: str, cluster_id: str, certs: pki.NodeCerts) -> EtcdMember:
+        """The etcd member of this node, serving with its certificate files (saved before it starts)."""
+        return EtcdMember(self.config.data_dir / "etcd", node_id, ip, cluster_id,
+                          pki.NodeCerts.directory(self.config.data_dir), client_tls(certs), self.config.etcd_binary)
 
     async def unlock(self, unlock_key: str) -> None:
         async with self._transition:
@@ -276,19 +280,19 @@ class NodeAgent:
         self.local_state = "pending"
         if self.state.role == "manager":
             if self.config.etcd_endpoints:
-                endpoints = list(self.config.etcd_endpoints)
+                etcd = EtcdClient(list(self.config.etcd_endpoints))
             else:
                 if self.member is None:
                     # init already started the member it seeded; otherwise start (or adopt) it now.
                     self.member = self._own_member()
                     await self.member.start(initial_cluster, "existing" if initial_cluster else "new")
-                endpoints = [self.member.local_url]
+                etcd = EtcdClient([self.member.local_url], self.member.tls)
             self.manager = Manager(
                 node_id=self.state.node_id,
                 cluster_id=self.state.cluster_id,
                 advertise_ip=self.state.advertise_ip,
                 api_port=self.state.api_port,
-                etcd=EtcdClient(endpoints),
+                etcd=etcd,
                 member=self.member,
                 data_key=self.data_key,
                 key_file=self.key_file,
@@ -378,11 +382,13 @@ class NodeAgent:
             data_key, unlock_key = new_key(), new_key() if autolock else None
             node_id, cluster_id = pki.new_node_id(), pki.new_node_id()
             key = pki.new_key_pem()
-            cert = root_ca.sign_csr(
-                pki.make_csr(key), node_id=node_id, role="manager", cluster_id=cluster_id,
-                expiry_ns=req.Spec.CAConfig.NodeCertExpiry, ip_sans=[advertise_ip],
+            etcd_ca = root_ca.issue_ca(ETCD_CA_COMMON_NAME)
+            cert, etcd_cert = node_certificates(
+                root_ca, etcd_ca, pki.make_csr(key), node_id=node_id, role="manager", cluster_id=cluster_id,
+                expiry_ns=req.Spec.CAConfig.NodeCertExpiry, ip=advertise_ip,
             )
-            certs = pki.NodeCerts(ca_pem=root_ca.cert_pem, cert_pem=cert, key_pem=key)
+            certs = pki.NodeCerts(ca_pem=root_ca.cert_pem, cert_pem=cert, key_pem=key,
+                                  etcd_ca_pem=etcd_ca.cert_pem, etcd_cert_pem=etcd_cert)
             spec = req.Spec.model_copy(deep=True)
             spec.CAConfig.SigningCACert = spec.CAConfig.SigningCAKey = None
             spec.EncryptionConfig.AutoLockManagers = autolock
@@ -404,15 +410,22 @@ class NodeAgent:
             # Whatever in etcd would lead to the data key is sealed with it (see manager/keys.py).
             join_tokens = JoinTokenPair(Worker=tokens.new_token(root_ca.cert_pem),
                                         Manager=tokens.new_token(root_ca.cert_pem))
-            sealed = [op_put(JOIN_TOKENS, seal(data_key, join_tokens.model_dump_json().encode(), TOKENS_AAD))]
+            sealed = [op_put(JOIN_TOKENS, seal(data_key, join_tokens.model_dump_json().encode(), TOKENS_AAD)),
+                      op_put(ETCD_CA_KEY, json.dumps({"cert": etcd_ca.cert_pem.decode(),
+                                                      "sealed_key": seal(data_key, etcd_ca.key_pem or b"", ETCD_CA_AAD)}))]
             if unlock_key:
                 sealed.append(op_put(UNLOCK_KEY, seal(data_key, unlock_key, UNLOCK_AAD)))
             ca_record = {"cert": root_ca.cert_pem.decode(),
                          "sealed_key": seal(data_key, root_ca.key_pem or b"", CA_AAD)}
-            await self._seed_store(cluster, ca_record, me, advertise_ip, sealed)
+            # etcd serves with the node's certificate files: they are written first.
+            certs.save(self.config.data_dir)
+            try:
+                await self._seed_store(cluster, ca_record, me, certs, sealed)
+            except BaseException:
+                shutil.rmtree(pki.NodeCerts.directory(self.config.data_dir), ignore_errors=True)
+                raise
             self.key_file.save(data_key, unlock_key)
             self.data_key = data_key
-            certs.save(self.config.data_dir)
             self.certs = certs
             self.state = NodeState(
                 node_id=node_id, cluster_id=cluster_id, role="manager", advertise_ip=advertise_ip,
@@ -429,17 +442,17 @@ class NodeAgent:
                      " (autolock on)" if autolock else "")
             return node_id
 
-    async def _seed_store(self, cluster: Swarm, ca_record: dict[str, str], me: Node, advertise_ip: str,
+    async def _seed_store(self, cluster: Swarm, ca_record: dict[str, str], me: Node, certs: pki.NodeCerts,
                           sealed: list[dict[str, Any]]) -> None:
         """Start a fresh etcd member (or use the configured one) and write the cluster's first records."""
         if self.config.etcd_endpoints:
             etcd = EtcdClient(self.config.etcd_endpoints)
         else:
-            member = EtcdMember(self.config.data_dir / "etcd", me.ID, advertise_ip, cluster.ID, self.config.etcd_binary)
+            member = self._member(me.ID, me.Status.Addr, cluster.ID, certs)
             shutil.rmtree(member.dir, ignore_errors=True)
             await member.start()
             self.member = member
-            etcd = EtcdClient([member.local_url])
+            etcd = EtcdClient([member.local_url], member.tls)
         store = Store(etcd)
         try:
             if await store.get_cluster() is not None:
@@ -478,9 +491,7 @@ class NodeAgent:
             else:
                 raise ApiError(f"could not reach any manager to join: {'; '.join(errors)}", status=503)
             advertise_ip = split_addr(req.AdvertiseAddr)[0] if req.AdvertiseAddr else local_ip
-            self.certs = pki.NodeCerts(
-                ca_pem=result["ca"].encode(), cert_pem=result["cert"].encode(), key_pem=key
-            )
+            self.certs = pki.NodeCerts.granted(result, key)
             self.certs.save(self.config.data_dir)
             self._take_data_key(result)
             self.state = NodeState(
@@ -533,7 +544,7 @@ class NodeAgent:
             self._take_data_key(result)
             own = f"{self.state.advertise_ip}:{self.state.api_port}"
             self._adopt(
-                pki.NodeCerts(ca_pem=result["ca"].encode(), cert_pem=result["cert"].encode(), key_pem=key),
+                pki.NodeCerts.granted(result, key),
                 role,
                 [m for m in result["managers"] if role == "manager" or m != own],
             )
@@ -612,7 +623,7 @@ class NodeAgent:
             if granted is None:
                 return False
             result, key = granted
-            certs = pki.NodeCerts(ca_pem=result["ca"].encode(), cert_pem=result["cert"].encode(), key_pem=key)
+            certs = pki.NodeCerts.granted(result, key)
             try:
                 certs.check()
             except ValueError as exc:
@@ -622,6 +633,8 @@ class NodeAgent:
             self.certs = certs
             if self._server_context is not None:
                 pki.load_chain(self._server_context, certs.cert_pem, certs.key_pem)
+            if self.member is not None and certs.etcd_cert_pem is not None:
+                pki.load_chain(self.member.tls, certs.etcd_cert_pem, certs.key_pem)
             if self.worker is not None:
                 self.worker.adopt(certs)
             new = certs.identity

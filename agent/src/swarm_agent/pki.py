@@ -14,7 +14,8 @@ import secrets
 import ssl
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from typing import Any
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,6 +42,10 @@ CERT_FILE = "swarm-node.crt"
 KEY_FILE = "swarm-node.key"
 # The key of a certificate being written: renewals replace certificate and key, two files, while the agent runs.
 NEXT_KEY_FILE = "swarm-node.key.next"
+# A manager's certificate for its etcd member (same key as the node's), and the CA below the root that etcd
+# trusts instead of the root: it signs managers' etcd certificates only, so no worker certificate opens etcd.
+ETCD_CA_FILE = "swarm-etcd-ca.crt"
+ETCD_CERT_FILE = "swarm-etcd.crt"
 
 
 def new_node_id() -> str:
@@ -258,6 +263,17 @@ class NodeCerts:
     ca_pem: bytes
     cert_pem: bytes
     key_pem: bytes = field(repr=False)
+    # Managers only (see ETCD_CA_FILE).
+    etcd_ca_pem: bytes | None = None
+    etcd_cert_pem: bytes | None = None
+
+    @classmethod
+    def granted(cls, answer: dict[str, Any], key_pem: bytes) -> NodeCerts:
+        """The certificates a manager's join or renewal answer grants for ``key_pem``."""
+        etcd_cert, etcd_ca = answer.get("etcd_cert"), answer.get("etcd_ca")
+        return cls(ca_pem=answer["ca"].encode(), cert_pem=answer["cert"].encode(), key_pem=key_pem,
+                   etcd_ca_pem=etcd_ca.encode() if etcd_ca else None,
+                   etcd_cert_pem=etcd_cert.encode() if etcd_cert else None)
 
     @staticmethod
     def directory(data_dir: Path) -> Path:
@@ -289,20 +305,23 @@ class NodeCerts:
                 raise
             certs = cls(certs.ca_pem, certs.cert_pem, next_key.read_bytes())
             certs.check()
+        if (cert_dir / ETCD_CERT_FILE).exists() and (cert_dir / ETCD_CA_FILE).exists():
+            with_etcd = replace(certs, etcd_ca_pem=(cert_dir / ETCD_CA_FILE).read_bytes(),
+                                etcd_cert_pem=(cert_dir / ETCD_CERT_FILE).read_bytes())
+            try:
+                with_etcd.check()
+                certs = with_etcd
+            except ValueError as exc:
+                # A save cut short after the key changed: the next renewal brings a matching one.
+                log.error("etcd certificate in %s is unusable, ignoring it: %s", cert_dir, exc)
         return certs
 
     def check(self) -> None:
-        """ValueError unless the key belongs to the certificate and the CA issued it."""
-        cert = x509.load_pem_x509_certificate(self.cert_pem)
-        key = load_private_key(self.key_pem, "node key")
-        if public_key_der(key.public_key()) != public_key_der(cert.public_key()):
-            raise ValueError("node key does not match the node certificate")
-        cas = x509.load_pem_x509_certificates(self.ca_pem)
-        for ca in cas:
-            with contextlib.suppress(ValueError, TypeError, InvalidSignature):
-                cert.verify_directly_issued_by(ca)
-                return
-        raise ValueError("node certificate was not issued by the root CA")
+        """ValueError unless the key belongs to the certificate(s) and the CA issued each."""
+        key = public_key_der(load_private_key(self.key_pem, "node key").public_key())
+        _check_pair("node", self.cert_pem, key, self.ca_pem, "root CA")
+        if self.etcd_cert_pem is not None:
+            _check_pair("etcd", self.etcd_cert_pem, key, self.etcd_ca_pem or b"", "etcd CA")
 
     def save(self, data_dir: Path) -> None:
         """Write the three files, each atomically; the key is 0600."""
@@ -317,11 +336,29 @@ class NodeCerts:
         _fsync_dir(cert_dir)
         os.replace(cert_dir / NEXT_KEY_FILE, cert_dir / KEY_FILE)
         _fsync_dir(cert_dir)
+        if self.etcd_cert_pem is not None and self.etcd_ca_pem is not None:
+            _write_atomic(cert_dir / ETCD_CA_FILE, self.etcd_ca_pem, 0o644)
+            _write_atomic(cert_dir / ETCD_CERT_FILE, self.etcd_cert_pem, 0o644)
+        else:
+            (cert_dir / ETCD_CERT_FILE).unlink(missing_ok=True)
+            (cert_dir / ETCD_CA_FILE).unlink(missing_ok=True)
+        _fsync_dir(cert_dir)
         log.info("saved certificates of node %s in %s", self.identity.node_id, cert_dir)
 
     @property
     def identity(self) -> Identity:
         return identity_of(self.cert_pem)
+
+
+def _check_pair(what: str, cert_pem: bytes, public_key: bytes, ca_pem: bytes, ca_name: str) -> None:
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    if public_key_der(cert.public_key()) != public_key:
+        raise ValueError(f"node key does not match the {what} certificate")
+    for ca in x509.load_pem_x509_certificates(ca_pem) if ca_pem else []:
+        with contextlib.suppress(ValueError, TypeError, InvalidSignature):
+            cert.verify_directly_issued_by(ca)
+            return
+    raise ValueError(f"{what} certificate was not issued by the {ca_name}")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -20,6 +20,7 @@ def start_hollow(
     seed: int = 1,
     join_concurrency: int = 8,
     log_level: str = "WARNING",
+    log_name: str = "hollow",
 ) -> subprocess.Popen:
     """Start ``count`` hollow workers in ``host``'s namespace, joined to ``manager`` with its worker token.
 
@@ -38,7 +39,7 @@ def start_hollow(
         "--join-concurrency", str(join_concurrency),
         "--log-level", log_level,
     ]
-    return host.spawn(argv, "hollow")
+    return host.spawn(argv, log_name)
 
 
 def ready_nodes(manager: SwarmNode) -> int:

@@ -26,6 +26,7 @@ from harness.cluster import SwarmNode, form_swarm, wait_for
 from swarm_agent import pki, tokens
 from swarm_agent.api.app import build_app
 from swarm_agent.manager.ca import RootCA
+from swarm_agent.manager.etcd_member import CLIENT_PORT, client_tls
 from swarm_agent.manager.keys import CA_AAD, KeyFile, unseal
 from swarm_agent.node import AgentConfig, NodeAgent
 from swarm_agent.store.etcd import EtcdClient
@@ -89,7 +90,7 @@ def cluster_ca(manager: SwarmNode) -> RootCA:
     opened with the manager's data key."""
 
     async def read() -> dict:
-        etcd = EtcdClient([f"http://{manager.host.ip}:2379"])
+        etcd = EtcdClient([f"https://{manager.host.ip}:{CLIENT_PORT}"], client_tls(certs_of(manager)))
         try:
             record = await Store(etcd).get_json(CA_KEY)
         finally:

@@ -122,6 +122,8 @@ def test_durations_in_go_form_are_stored_as_nanoseconds(pair):
         ("POST", "/swarm/init", {}, 503, ["already part of a swarm"]),
         ("POST", "/swarm/update?version=1", {"Dispatcher": {"HeartbeatPeriod": 5}}, 400, ["Dispatcher.HeartbeatPeriod"]),
         ("POST", "/swarm/update?version=1", {"CAConfig": {"NodeCertExpiry": "10m"}}, 400, ["NodeCertExpiry", "at least 1h"]),
+        ("POST", "/swarm/update?version=1", {"Labels": {"swarm.gossip.key-rotation": "30s"}}, 400,
+         ["Labels", "swarm.gossip.key-rotation", "at least 1m"]),
         ("GET", "/nope", None, 404, ["page not found"]),
     ],
 )

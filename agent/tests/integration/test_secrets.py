@@ -217,7 +217,8 @@ def test_a_restarted_manager_reads_its_secrets_and_autolock_holds_it_until_unloc
     assert no_key.returncode != 0 and "no unlock key is set" in no_key.stderr
     wait_for("the key file unsealed", lambda: "sealed" not in key_file.read_text())
     restart()
-    assert state() == "active"
+    # Unlocked, it starts at once: pending while etcd is adopted and the manager starts.
+    wait_for("the manager active again", lambda: state() == "active", timeout=30)
     assert node.docker("secret", "ls", "--format", "{{.Name}}").stdout.split() == ["token"]
     assert files_holding(node, PLAIN.encode()) == []
     assert PLAIN not in agent_log(node)

@@ -102,13 +102,25 @@ async def test_cache_follows_writes_and_lease_expiry(store):
         runner.cancel()
 
 
-async def test_gossip_keyring_is_made_once_and_rotated_newest_first_keeping_three(store, monkeypatch):
+async def test_gossip_keyring_is_made_once_and_rotated_newest_first_keeping_three(store):
+    import time
     from types import SimpleNamespace
 
+    from swarm_agent.api.models import GOSSIP_KEY_ROTATION_LABEL, Swarm, SwarmSpec
     from swarm_agent.manager import control
+    from swarm_agent.store.state import GOSSIP_KEY
 
     cache = Cache(store.etcd)
     runner = asyncio.create_task(cache.run())
+
+    async def keyring_aged(hours: float) -> list[str]:
+        """Make the keyring look rotated ``hours`` ago, let the loop have its look, and return the keys."""
+        await store.put_json(GOSSIP_KEY, {"keys": cache.state.gossip_keys, "rotated": time.time() - hours * 3600})
+        await cache.barrier()
+        await loop.ensure_gossip_keys()
+        await cache.barrier()
+        return list(cache.state.gossip_keys)
+
     try:
         await cache.ready()
         loop = control.ControlLoop(SimpleNamespace(store=store, cache=cache))
@@ -116,15 +128,17 @@ async def test_gossip_keyring_is_made_once_and_rotated_newest_first_keeping_thre
         await cache.barrier()
         first = list(cache.state.gossip_keys)
         assert len(first) == 1
-        await loop.ensure_gossip_keys()
-        await cache.barrier()
-        assert cache.state.gossip_keys == first, "no rotation before its time"
-        monkeypatch.setattr(control, "GOSSIP_KEY_ROTATION", 0.0)
+        assert await keyring_aged(11.9) == first, "no rotation before the default 12 hours"
         for _ in range(3):
-            await loop.ensure_gossip_keys()
-            await cache.barrier()
+            await keyring_aged(12.1)
         keys = cache.state.gossip_keys
         assert len(keys) == 3 and len(set(keys)) == 3 and first[0] not in keys
+
+        # The period is a swarm setting.
+        await store.put_cluster(Swarm(ID="c1", Spec=SwarmSpec(Labels={GOSSIP_KEY_ROTATION_LABEL: "30m"})),
+                                create=True)
+        await cache.barrier()
+        assert (await keyring_aged(0.6))[1:] == keys[:2], "rotated after 36 minutes with a 30-minute period"
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)

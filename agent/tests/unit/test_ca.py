@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from swarm_agent import pki, tokens
-from swarm_agent.manager.ca import RootCA
+from swarm_agent.manager.ca import RootCA, node_certificates
 
 DAY_NS = 86_400 * 10**9
 
@@ -222,3 +222,25 @@ def test_sign_csr_rejects_bad_arguments(root: RootCA, kwargs: dict, problem: str
 def test_sign_csr_rejects_garbage_csr(root: RootCA) -> None:
     with pytest.raises(ValueError, match="CSR is not a valid PEM certificate request"):
         root.sign_csr(b"garbage", node_id="n", role="worker", cluster_id="c", expiry_ns=DAY_NS)
+
+
+def test_an_issued_ca_signs_certificates_that_only_it_anchors(root: RootCA) -> None:
+    etcd_ca = root.issue_ca("swarm-etcd-ca")
+    cert = etcd_ca.certificate
+    cert.verify_directly_issued_by(root.certificate)
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
+    assert cert.not_valid_after_utc <= root.certificate.not_valid_after_utc
+    key_pem = pki.new_key_pem()
+    node_cert, etcd_cert = node_certificates(root, etcd_ca, pki.make_csr(key_pem), node_id="m1", role="manager",
+                                             cluster_id="c1", expiry_ns=DAY_NS, ip="10.0.0.1")
+    assert etcd_cert is not None
+    etcd = x509.load_pem_x509_certificate(etcd_cert)
+    etcd.verify_directly_issued_by(cert)
+    sans = etcd.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.IPAddress)) == {ip_address("10.0.0.1"), ip_address("127.0.0.1")}
+    assert etcd.public_key() == x509.load_pem_x509_certificate(node_cert).public_key()
+    # A worker gets no etcd certificate, and a CA without its key issues nothing.
+    assert node_certificates(root, etcd_ca, pki.make_csr(key_pem), node_id="w1", role="worker", cluster_id="c1",
+                             expiry_ns=DAY_NS, ip="10.0.0.2")[1] is None
+    with pytest.raises(ValueError, match="does not hold the root CA key"):
+        RootCA.from_pem(root.cert_pem, None).issue_ca("x")

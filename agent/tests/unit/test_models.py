@@ -89,3 +89,13 @@ def test_task_states_only_move_forward():
     assert order.index(TaskState.RUNNING) < order.index(TaskState.SHUTDOWN)
     assert not TaskState.RUNNING.terminal and TaskState.FAILED.terminal and TaskState.COMPLETE.terminal
     assert all(a.rank < b.rank for a, b in zip(order, order[1:]))
+
+
+def test_the_gossip_key_rotation_period_is_a_swarm_label_checked_like_a_field() -> None:
+    assert SwarmSpec().gossip_key_rotation == 12 * 3600 * 10**9
+    assert SwarmSpec(Labels={"swarm.gossip.key-rotation": "90m"}).gossip_key_rotation == 90 * 60 * 10**9
+    for bad, words in (("59s", "at least 1m"), ("soon", "invalid duration"), ("-2h", "at least 1m")):
+        with pytest.raises(ValidationError) as caught:
+            SwarmSpec.model_validate({"Labels": {"swarm.gossip.key-rotation": bad}})
+        message = describe_validation(caught.value)
+        assert "Labels" in message and "swarm.gossip.key-rotation" in message and words in message, message

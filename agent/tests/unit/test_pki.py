@@ -3,7 +3,7 @@ import re
 import socket
 import ssl
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from swarm_agent import pki
-from swarm_agent.manager.ca import RootCA
+from swarm_agent.manager.ca import RootCA, node_certificates
 
 DAY_NS = 86_400 * 10**9
 
@@ -351,3 +351,44 @@ def test_load_chain_on_a_live_server_context_changes_later_handshakes(root: Root
     assert after.client_peer.serial == pki.identity_of(second.cert_pem).serial
     # The client verification set up with the context is untouched.
     assert after.server_peer is not None and after.server_peer.node_id == "worker1"
+
+
+def _manager_with_etcd(root: RootCA, etcd_ca: RootCA) -> pki.NodeCerts:
+    key_pem = pki.new_key_pem()
+    cert, etcd_cert = node_certificates(root, etcd_ca, pki.make_csr(key_pem), node_id="manager1", role="manager",
+                                        cluster_id="cluster1", expiry_ns=DAY_NS, ip="10.0.0.1")
+    assert etcd_cert is not None
+    return pki.NodeCerts(root.cert_pem, cert, key_pem, etcd_ca.cert_pem, etcd_cert)
+
+
+def test_a_manager_keeps_its_etcd_certificate_and_a_demoted_one_drops_it(tmp_path: Path, root: RootCA,
+                                                                         worker: Node) -> None:
+    etcd_ca = root.issue_ca("swarm-etcd-ca")
+    certs = _manager_with_etcd(root, etcd_ca)
+    certs.save(tmp_path)
+    cert_dir = tmp_path / "certificates"
+    assert _mode(cert_dir / "swarm-etcd.crt") == 0o644
+    assert pki.NodeCerts.load(tmp_path) == certs
+    pki.NodeCerts(worker.ca_pem, worker.cert_pem, worker.key_pem).save(tmp_path)
+    assert sorted(p.name for p in cert_dir.iterdir()) == ["swarm-node.crt", "swarm-node.key", "swarm-root-ca.crt"]
+
+
+def test_an_etcd_certificate_for_another_key_is_ignored_on_load(tmp_path: Path, root: RootCA) -> None:
+    etcd_ca = root.issue_ca("swarm-etcd-ca")
+    certs = _manager_with_etcd(root, etcd_ca)
+    certs.save(tmp_path)
+    # What a save cut short after the key was replaced leaves: the old etcd certificate beside the new key.
+    (tmp_path / "certificates" / "swarm-etcd.crt").write_bytes(_manager_with_etcd(root, etcd_ca).etcd_cert_pem or b"")
+    loaded = pki.NodeCerts.load(tmp_path)
+    assert loaded is not None and loaded.etcd_cert_pem is None and loaded.cert_pem == certs.cert_pem
+    with pytest.raises(ValueError, match="etcd certificate was not issued by the etcd CA"):
+        replace(certs, etcd_ca_pem=root.cert_pem).check()
+
+
+def test_granted_certificates_carry_etcd_credentials_for_managers_only(root: RootCA, worker: Node) -> None:
+    manager = _manager_with_etcd(root, root.issue_ca("swarm-etcd-ca"))
+    answer = {"ca": manager.ca_pem.decode(), "cert": manager.cert_pem.decode(),
+              "etcd_ca": (manager.etcd_ca_pem or b"").decode(), "etcd_cert": (manager.etcd_cert_pem or b"").decode()}
+    assert pki.NodeCerts.granted(answer, manager.key_pem) == manager
+    granted = pki.NodeCerts.granted({"ca": worker.ca_pem.decode(), "cert": worker.cert_pem.decode()}, worker.key_pem)
+    assert granted.etcd_cert_pem is None and granted.etcd_ca_pem is None

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .duration import SECOND, Duration
+from .duration import SECOND, Duration, parse_duration
 
 
 class Wire(BaseModel):
@@ -775,6 +775,13 @@ class TaskDefaultsSpec(Wire):
     LogDriver: LogDriverSpec | None = None
 
 
+# Settings of this swarm that Docker's spec has no field for ride in its labels, which every client
+# (the CLI's "swarm update" included) sends back untouched.
+GOSSIP_KEY_ROTATION_LABEL = "swarm.gossip.key-rotation"
+DEFAULT_GOSSIP_KEY_ROTATION = 12 * 3600 * SECOND
+MIN_GOSSIP_KEY_ROTATION = 60 * SECOND
+
+
 class SwarmSpec(Wire):
     Name: str = "default"
     Labels: LabelMap = Field(default_factory=dict)
@@ -784,6 +791,30 @@ class SwarmSpec(Wire):
     CAConfig: CAConfigSpec = Field(default_factory=CAConfigSpec)
     EncryptionConfig: EncryptionConfigSpec = Field(default_factory=EncryptionConfigSpec)
     TaskDefaults: TaskDefaultsSpec = Field(default_factory=TaskDefaultsSpec)
+
+    @field_validator("Labels")
+    @classmethod
+    def _settings(cls, labels: dict[str, str]) -> dict[str, str]:
+        if GOSSIP_KEY_ROTATION_LABEL in labels:
+            _gossip_key_rotation(labels[GOSSIP_KEY_ROTATION_LABEL])
+        return labels
+
+    @property
+    def gossip_key_rotation(self) -> int:
+        """How long a gossip key stays the newest, in nanoseconds."""
+        value = self.Labels.get(GOSSIP_KEY_ROTATION_LABEL)
+        return DEFAULT_GOSSIP_KEY_ROTATION if value is None else _gossip_key_rotation(value)
+
+
+def _gossip_key_rotation(value: str) -> int:
+    try:
+        ns = parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{GOSSIP_KEY_ROTATION_LABEL}: {exc}") from None
+    if not isinstance(ns, int) or ns < MIN_GOSSIP_KEY_ROTATION:
+        raise ValueError(f"{GOSSIP_KEY_ROTATION_LABEL}: the gossip key rotation period must be at least 1m, "
+                         f"got {value!r}")
+    return ns
 
 
 class JoinTokenPair(Wire):

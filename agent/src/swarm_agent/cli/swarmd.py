@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hostname", default=defaults.hostname, help="the name this node reports")
     parser.add_argument("--etcd-binary", default=defaults.etcd_binary, help="etcd executable for the manager role")
     parser.add_argument("--etcd-endpoint", action="append", default=[], dest="etcd_endpoints",
-                        help="use this etcd instead of starting a member (repeatable)")
+                        help="use this etcd (plain HTTP, no client certificate: for development and tests) "
+                             "instead of starting a member (repeatable)")
     parser.add_argument("--mesh-backend", choices=["nftables", "ipvs"], default=None,
                         help="routing mesh backend (default nftables; ipvs only where the kernel has it)")
     parser.add_argument("--cert-renew-window", type=_window, default=defaults.renew_window, metavar="LOW:HIGH",

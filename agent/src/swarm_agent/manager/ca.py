@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .. import tokens
@@ -22,6 +22,7 @@ from ..pki import ROLE_OU, load_private_key, new_key_pem, public_key_der
 log = logging.getLogger(__name__)
 
 CA_COMMON_NAME = "swarm-ca"
+ETCD_CA_COMMON_NAME = "swarm-etcd-ca"
 CA_LIFETIME = timedelta(days=20 * 365)
 # Certificates start a little in the past so that nodes whose clocks lag the
 # manager's accept them at once.
@@ -63,36 +64,27 @@ class RootCA:
         key = load_private_key(key_pem)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME)])
         now = _now()
-        public = key.public_key()
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + CA_LIFETIME)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .sign(key, hashes.SHA256())
-        )
+        cert = _ca_builder(name, name, key.public_key(), now + CA_LIFETIME, path_length=None).sign(key, hashes.SHA256())
         root = cls(cert.public_bytes(serialization.Encoding.PEM), key_pem)
         log.info("generated root CA %s, valid until %s", root.digest, cert.not_valid_after_utc.isoformat())
         return root
+
+    def issue_ca(self, common_name: str) -> RootCA:
+        """A CA under this one that signs certificates of one kind only: whoever trusts it alone (not the root)
+        accepts those and no other certificate of the swarm."""
+        if self._key is None:
+            raise ValueError("cannot sign: this manager does not hold the root CA key")
+        key_pem = new_key_pem()
+        public = load_private_key(key_pem).public_key()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        cert = (
+            _ca_builder(name, self._cert.subject, public, self._cert.not_valid_after_utc, path_length=0)
+            .add_extension(self._authority_key_identifier(), critical=False)
+            .sign(self._key, _signature_hash(self._key))
+        )
+        log.info("issued CA %s under root CA %s, valid until %s", common_name, self.digest,
+                 cert.not_valid_after_utc.isoformat())
+        return RootCA(cert.public_bytes(serialization.Encoding.PEM), key_pem)
 
     @classmethod
     def from_pem(cls, cert_pem: bytes, key_pem: bytes | None) -> RootCA:
@@ -200,6 +192,48 @@ class RootCA:
         except x509.ExtensionNotFound:
             return x509.AuthorityKeyIdentifier.from_issuer_public_key(self._cert.public_key())
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def node_certificates(root: RootCA, etcd: RootCA, csr_pem: bytes, *, node_id: str, role: str, cluster_id: str,
+                      expiry_ns: int, ip: str) -> tuple[bytes, bytes | None]:
+    """A node's certificate in ``role`` and, for a manager, its etcd certificate for the same key."""
+    signing = dict(node_id=node_id, role=role, cluster_id=cluster_id, expiry_ns=expiry_ns)
+    ips = [ip] if ip else []
+    cert = root.sign_csr(csr_pem, **signing, ip_sans=ips)
+    if role != "manager":
+        return cert, None
+    # The agent reaches its own member on the loopback address; peers reach it on the node's address.
+    return cert, etcd.sign_csr(csr_pem, **signing, ip_sans=[*ips, "127.0.0.1"])
+
+
+def _ca_builder(subject: x509.Name, issuer: x509.Name, public: CertificatePublicKeyTypes, not_after: datetime,
+                path_length: int | None) -> x509.CertificateBuilder:
+    now = _now()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+    )
 
 
 def _parse_ca_cert(cert_pem: bytes) -> x509.Certificate:

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..api.errors import ApiError
-from ..api.models import Node, NodeStatus, Service, ServiceUpdateStatus, Task, TaskState, TaskStatus, now
+from ..api.duration import SECOND
+from ..api.models import Node, NodeStatus, Service, ServiceUpdateStatus, SwarmSpec, Task, TaskState, TaskStatus, now
 from ..api.services import endpoint_for
 from ..net.gossip import Keyring
 from ..pki import new_node_id
@@ -37,7 +38,6 @@ BATCH_WINDOW = 0.05
 IDLE_TICK = 1.0
 # Every service is reconciled at least this often, settled or not.
 FULL_PASS = 10.0
-GOSSIP_KEY_ROTATION = 12 * 3600.0
 
 
 class ControlLoop:
@@ -117,12 +117,14 @@ class ControlLoop:
             await self.mgr.store.apply(updates=changed)
 
     async def ensure_gossip_keys(self) -> None:
-        """The gossip keyring: made with the cluster, and a new key in front every GOSSIP_KEY_ROTATION.
+        """The gossip keyring: made with the cluster, and a new key in front every rotation period (a swarm
+        setting, SwarmSpec.gossip_key_rotation).
 
         Three keys at most; nodes encrypt with the second-newest, so a new key reaches every node (with its
         assignments) before anybody encrypts with it, and the oldest still decrypts what is in flight."""
         state = self.mgr.cache.state
-        if state.gossip_keys and time.time() - state.gossip_rotated < GOSSIP_KEY_ROTATION:
+        period = (state.cluster.Spec if state.cluster else SwarmSpec()).gossip_key_rotation / SECOND
+        if state.gossip_keys and time.time() - state.gossip_rotated < period:
             return
         keys = [base64.b64encode(Keyring.generate_key()).decode(), *state.gossip_keys][:3]
         await self.mgr.store.put_json(GOSSIP_KEY, {"keys": keys, "rotated": time.time()})

@@ -123,8 +123,7 @@ async def renew(request: web.Request) -> web.Response:
     role = node.Spec.Role
     if body.role != role:
         raise ApiError(f"role: node {node_id} is to be a {role} now, not a {body.role}", status=409)
-    cert = await mgr.sign(body.csr.encode(), node_id=node_id, role=role, ip=node.Status.Addr)
-    result = mgr.credentials(node_id, role, cert)
+    result = await mgr.issue(body.csr.encode(), node_id=node_id, role=role, ip=node.Status.Addr)
     if role == "manager" and caller_of(request).role == "worker":
         result["etcd_initial_cluster"] = await mgr.add_member(node_id, node.Status.Addr)
     log.info("issued a %s certificate to node %s (its current one has serial %x)", role, node_id,

@@ -2,6 +2,12 @@
 
 A member that is already serving (the agent restarted, etcd did not) is
 adopted rather than started twice; its data directory is the agent's own.
+
+Clients and peers speak mutual TLS with the manager's etcd certificate,
+which the etcd CA (below the swarm's root, see pki.ETCD_CA_FILE) issues to
+managers only; etcd trusts that CA alone, so no worker certificate opens
+either port. etcd reads certificate and key at every handshake: a renewal
+applies without a restart.
 """
 
 import asyncio
@@ -9,10 +15,12 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 from pathlib import Path
 
-import aiohttp
+from .. import pki
+from ..store.etcd import EtcdClient, EtcdError
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +29,21 @@ PEER_PORT = 2380
 
 
 def peer_url(ip: str) -> str:
-    return f"http://{ip}:{PEER_PORT}"
+    return f"https://{ip}:{PEER_PORT}"
 
 
 def client_url(ip: str) -> str:
-    return f"http://{ip}:{CLIENT_PORT}"
+    return f"https://{ip}:{CLIENT_PORT}"
+
+
+def client_tls(certs: pki.NodeCerts) -> ssl.SSLContext:
+    """This manager's context for reaching etcd members; ``pki.load_chain`` on it applies a renewed certificate."""
+    if certs.etcd_cert_pem is None or certs.etcd_ca_pem is None:
+        raise RuntimeError(f"node {certs.identity.node_id} holds no etcd certificate, so it cannot run an etcd member")
+    ctx = pki.client_context(certs.etcd_ca_pem, certs.etcd_cert_pem, certs.key_pem)
+    # The etcd CA is the trust anchor, though not self-signed.
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return ctx
 
 
 def _alive(pid: int) -> bool:
@@ -46,8 +64,11 @@ def _alive(pid: int) -> bool:
 
 
 class EtcdMember:
-    def __init__(self, data_dir: Path, name: str, ip: str, cluster_id: str, binary: str = "etcd") -> None:
+    def __init__(self, data_dir: Path, name: str, ip: str, cluster_id: str, cert_dir: Path, tls: ssl.SSLContext,
+                 binary: str = "etcd") -> None:
         self.dir = data_dir
+        self.cert_dir = cert_dir
+        self.tls = tls
         self.name = name
         # etcd derives its member and cluster IDs from the peer URLs and this token:
         # without the swarm's ID in it, two swarms on the same addresses would look alike.
@@ -65,13 +86,14 @@ class EtcdMember:
 
     async def healthy(self) -> bool:
         """True once the member serves linearizable reads: a learner that has not been promoted yet does not."""
+        client = EtcdClient([self.local_url], self.tls, timeout=2)
         try:
-            async with aiohttp.ClientSession() as http:
-                async with http.post(self.local_url + "/v3/kv/range", json={"key": "AA==", "count_only": True},
-                                     timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                    return resp.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+            await client.call("/v3/kv/range", {"key": "AA==", "count_only": True})
+            return True
+        except EtcdError:
             return False
+        finally:
+            await client.close()
 
     def _adoptable_pid(self) -> int | None:
         try:
@@ -106,6 +128,16 @@ class EtcdMember:
         telling = [line for line in lines[-40:] if " C | " in line or " E | " in line or "panic" in line or "error" in line.lower()]
         return " / ".join(telling[-3:] or lines[-2:])
 
+    def _tls_flags(self) -> list[str]:
+        cert, key, ca = (str(self.cert_dir / name) for name in (pki.ETCD_CERT_FILE, pki.KEY_FILE, pki.ETCD_CA_FILE))
+        return [
+            "--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth",
+            "--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", ca, "--peer-client-cert-auth",
+            # A peer is known by its certificate; the address it connects from need not be the one its
+            # certificate names (a host with several addresses), and checking it would mean DNS lookups.
+            "--experimental-peer-skip-client-san-verification",
+        ]
+
     def _spawn(self, initial_cluster: str, state: str) -> None:
         argv = [
             self.binary,
@@ -123,6 +155,7 @@ class EtcdMember:
             "--auto-compaction-mode", "revision",
             "--auto-compaction-retention", "10000",
             "--quota-backend-bytes", str(4 * 1024**3),
+            *self._tls_flags(),
         ]
         log_file = open(self.dir / "etcd.log", "ab")
         # Its own session: a signal to the agent's process group must not take etcd down with it.

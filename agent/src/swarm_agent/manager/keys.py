@@ -37,6 +37,7 @@ UNLOCK_AAD = b"swarm unlock key"
 # The other records in etcd that would hand out the data key: the CA's key signs a manager certificate, and
 # the manager join token makes a manager; both get the data key. So they are sealed with it too.
 CA_AAD = b"swarm ca key"
+ETCD_CA_AAD = b"swarm etcd ca key"
 TOKENS_AAD = b"swarm join tokens"
 
 

@@ -17,11 +17,11 @@ from .. import pki
 from ..api.errors import ApiError, BadRequest
 from ..api.models import JoinTokenPair, Node, NodeDescription, NodeSpec, NodeStatus
 from ..store.etcd import EtcdClient, EtcdError, cmp_absent, op_put
-from ..store.state import CA_KEY, JOIN_TOKENS, LEADER_KEY, MANAGERS, REMOVED, Cache, Store
-from .ca import RootCA
+from ..store.state import CA_KEY, ETCD_CA_KEY, JOIN_TOKENS, LEADER_KEY, MANAGERS, REMOVED, Cache, Store
+from .ca import RootCA, node_certificates
 from .control import ControlLoop
 from .etcd_member import EtcdMember, client_url, peer_url
-from .keys import CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, seal, unseal, value_aad
+from .keys import CA_AAD, ETCD_CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, seal, unseal, value_aad
 from .logbroker import LogBroker
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class Manager:
         self.store = Store(etcd)
         self.cache = Cache(etcd)
         self.root_ca: RootCA
+        self.etcd_ca: RootCA
         self.running = False
         self.is_leader = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -92,6 +93,11 @@ class Manager:
         else:
             ca_key = record["key"].encode()  # a swarm initialised before the key was sealed
         self.root_ca = RootCA.from_pem(record["cert"].encode(), ca_key)
+        etcd_record = await self.store.get_json(ETCD_CA_KEY)
+        if etcd_record is None or self.data_key is None:
+            raise RuntimeError("this manager cannot open the etcd CA: the store holds none, or the data key is missing")
+        self.etcd_ca = RootCA.from_pem(etcd_record["cert"].encode(),
+                                       unseal(self.data_key, etcd_record["sealed_key"], ETCD_CA_AAD))
         self.running = True
         self._tasks = [
             asyncio.create_task(self.cache.run(), name="cache"),
@@ -286,7 +292,7 @@ class Manager:
         """Sign a joining node's certificate and record it; a manager also becomes an etcd member."""
         ip = advertise_addr.rsplit(":", 1)[0] if advertise_addr.count(":") == 1 else advertise_addr
         node_id = pki.new_node_id()
-        cert = await self.sign(csr_pem, node_id=node_id, role=role, ip=ip)
+        result = await self.issue(csr_pem, node_id=node_id, role=role, ip=ip)
         node = Node(
             ID=node_id,
             Spec=NodeSpec(Role=role, Availability=availability),
@@ -294,7 +300,6 @@ class Manager:
             Status=NodeStatus(State="unknown", Addr=ip),
         )
         await self.store.create(node)
-        result = self.credentials(node_id, role, cert)
         if role == "manager":
             try:
                 result["etcd_initial_cluster"] = await self.add_member(node_id, ip)
@@ -306,32 +311,30 @@ class Manager:
         log.info("node %s (%s) joined as %s from %s", node_id, hostname, role, ip)
         return result
 
-    async def sign(self, csr_pem: bytes, *, node_id: str, role: str, ip: str) -> bytes:
+    async def issue(self, csr_pem: bytes, *, node_id: str, role: str, ip: str) -> dict[str, Any]:
+        """A node's credentials in ``role``: its certificate for the CSR's key; a manager also gets an etcd
+        certificate for the same key and the data key."""
         cluster = await self.store.get_cluster()
         assert cluster is not None
         try:
-            return self.root_ca.sign_csr(
-                csr_pem,
-                node_id=node_id,
-                role=role,
-                cluster_id=self.cluster_id,
-                expiry_ns=cluster.Spec.CAConfig.NodeCertExpiry,
-                ip_sans=[ip] if ip else [],
-            )
+            cert, etcd_cert = node_certificates(self.root_ca, self.etcd_ca, csr_pem, node_id=node_id, role=role,
+                                                cluster_id=self.cluster_id,
+                                                expiry_ns=cluster.Spec.CAConfig.NodeCertExpiry, ip=ip)
         except ValueError as exc:
             raise BadRequest(f"invalid certificate request: {exc}") from None
-
-    def credentials(self, node_id: str, role: str, cert: bytes) -> dict[str, Any]:
-        return {
+        result = {
             "node_id": node_id,
             "cluster_id": self.cluster_id,
             "role": role,
             "cert": cert.decode(),
             "ca": self.root_ca.cert_pem.decode(),
             "managers": self.manager_addrs(),
-            # Only a manager may read secrets: only it gets the data key.
-            **({"data_key": base64.b64encode(self._key()).decode()} if role == "manager" else {}),
         }
+        if etcd_cert is not None:
+            # Only a manager runs etcd and may read secrets: only it gets these.
+            result.update(etcd_cert=etcd_cert.decode(), etcd_ca=self.etcd_ca.cert_pem.decode(),
+                          data_key=base64.b64encode(self._key()).decode())
+        return result
 
     async def add_member(self, node_id: str, ip: str) -> str:
         """Make room for a new manager's etcd member; returns the initial-cluster string it starts with.
@@ -388,7 +391,7 @@ class Manager:
         if mine is None or len(members) <= 1:
             return
         others = [url for m in members if m is not mine for url in m.get("clientURLs", [])]
-        client = EtcdClient(others)
+        client = self.store.etcd.sibling(others)
         try:
             await client.member_remove(int(mine["ID"]))
         finally:

@@ -138,6 +138,10 @@ class EtcdClient:
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
+    def sibling(self, endpoints: Sequence[str]) -> "EtcdClient":
+        """A client of other members, with this one's credentials."""
+        return EtcdClient(endpoints, self._ssl, self._timeout)
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

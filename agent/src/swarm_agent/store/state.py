@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 ROOT = "/swarm/"
 CLUSTER_KEY = ROOT + "cluster"
 CA_KEY = ROOT + "ca"
+ETCD_CA_KEY = ROOT + "etcd-ca"
 LEADER_KEY = ROOT + "leader"
 SESSIONS = ROOT + "sessions/"
 MANAGERS = ROOT + "managers/"

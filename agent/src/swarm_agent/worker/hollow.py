@@ -304,7 +304,7 @@ class HollowFleet:
                     log.warning("hollow node %s could not join through %s (attempt %d): %s",
                                 hostname, addr, attempt, exc or type(exc).__name__)
                     await asyncio.sleep(0.5 * attempt)
-        certs = pki.NodeCerts(ca_pem=result["ca"].encode(), cert_pem=result["cert"].encode(), key_pem=key)
+        certs = pki.NodeCerts.granted(result, key)
         node_id = result["node_id"]
         self._learn_managers(result.get("managers") or [])
         executor = HollowExecutor(

@@ -99,6 +99,8 @@ options:
   labels:
     description:
       - Labels of the swarm. Replace all of its labels. Node labels are set with M(swarm.cluster.node).
+      - The label C(swarm.gossip.key-rotation) sets how often the managers put a new gossip key in front
+        (a duration such as C(6h), at least C(1m); 12 hours when absent).
     type: dict
   task_history_retention_limit:
     description:
