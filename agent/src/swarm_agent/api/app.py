@@ -63,7 +63,8 @@ def flag(name: str, description: str = "") -> Query:
     return Query(name, {"type": "boolean"}, description=description)
 
 
-VERSION = Query("version", {"type": "integer"}, required=True,
+MAX_VERSION = 2**63 - 1
+VERSION = Query("version", {"type": "integer", "minimum": 0, "maximum": MAX_VERSION}, required=True,
                 description="the Version.Index the update is based on (optimistic concurrency)")
 
 
@@ -137,9 +138,13 @@ def query_version(request: web.Request) -> int:
     if raw is None:
         raise BadRequest("missing version: pass the Version.Index you read as ?version=N")
     try:
-        return int(raw)
+        version = int(raw)
     except ValueError:
         raise BadRequest(f"invalid version {raw!r}: want an integer") from None
+    # The store compares it with etcd's revisions, which are int64: a larger one would fail there, not here.
+    if not 0 <= version <= MAX_VERSION:
+        raise BadRequest(f"invalid version {raw!r}: want an integer from 0 to {MAX_VERSION}")
+    return version
 
 
 _ACCESS_RANK = {"anonymous": 0, "worker": 1, "manager": 2, "local": 3}

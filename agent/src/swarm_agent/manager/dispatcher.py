@@ -48,7 +48,7 @@ class SessionBody(BaseModel):
 
 
 class HeartbeatBody(BaseModel):
-    lease: int
+    lease: int = Field(gt=0, le=2**63 - 1)  # an etcd lease ID: etcd refuses any other as a store error
 
 
 class StatusUpdate(BaseModel):
