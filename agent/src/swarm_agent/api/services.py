@@ -216,6 +216,9 @@ async def update_service(request: web.Request) -> web.Response:
         spec = current.PreviousSpec
     if not spec.Name:
         spec.Name = current.Spec.Name
+    if spec.Name != current.Spec.Name:
+        # Swarm's words; it answers 501, a 400 here: the request is what cannot be carried out.
+        raise BadRequest(f"Name: renaming services is not supported ({current.Spec.Name} to {spec.Name})")
     if spec.Mode.kind != current.Spec.Mode.kind:
         raise BadRequest(f"service mode change is not allowed ({current.Spec.Mode.kind} to {spec.Mode.kind})")
     attach_networks(spec, mgr.cache.state)
