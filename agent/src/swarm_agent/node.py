@@ -27,7 +27,7 @@ from aiohttp import web
 
 from . import __version__, pki, tokens
 from .api import app as api_app
-from .api import logs, networks, nodes, secrets, services, swarm, system, tasks
+from .api import logs, networks, nodes, openapi, secrets, services, swarm, system, tasks
 from .api.errors import ApiError, BadRequest, NotManager, NOT_IN_SWARM, SWARM_LOCKED, WORKER_NODE
 from .api.models import (
     InitRequest,
@@ -211,7 +211,7 @@ class NodeAgent:
             api_app.Route("GET", "/swarmd/agent", self._agent_status, "manager"),
         ]
         return (system.ROUTES + swarm.ROUTES + nodes.ROUTES + services.ROUTES + tasks.ROUTES + networks.ROUTES
-                + secrets.ROUTES + logs.ROUTES + dispatcher.ROUTES + logbroker.ROUTES + own)
+                + secrets.ROUTES + logs.ROUTES + dispatcher.ROUTES + logbroker.ROUTES + openapi.ROUTES + own)
 
     async def run(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)

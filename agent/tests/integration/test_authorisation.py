@@ -1,7 +1,9 @@
 """Every route a manager serves on TCP 2377, against every kind of caller that must be refused, over real TLS.
 
-The routes come from the application the agent builds (``build_app`` over ``NodeAgent.routes()``), not
-from a copy in this file: a route added later is audited without anyone remembering to list it.
+The routes are the operations of the API's OpenAPI document as the manager serves it
+(``GET /swarmd/openapi.json``), checked to be exactly the routes of the application the agent builds
+(``build_app`` over ``NodeAgent.routes()``), not a copy in this file: a route added later is audited without
+anyone remembering to list it.
 
 Public routes (no client certificate needed), and why:
 - ``GET /swarmd/ca``: a joining node has no certificate yet; it fetches the CA and checks it against the
@@ -38,17 +40,28 @@ PUBLIC = {("GET", "/swarmd/ca"), ("POST", "/swarmd/join")}
 REFUSED_AT_HANDSHAKE = "handshake refused"
 
 
-def served_routes() -> list[tuple[str, str, str]]:
-    """(method, path as registered, access) of every route of the manager's TCP application."""
+def documented_routes(addr: str, context: ssl.SSLContext) -> list[tuple[str, str, str]]:
+    """(method, path template, access) of every operation of the OpenAPI document the manager serves, which
+    must be every route of the manager's TCP application, with the access the route declares."""
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=30)
+    try:
+        conn.request("GET", "/swarmd/openapi.json")
+        resp = conn.getresponse()
+        doc = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert resp.status == 200, doc
+    documented = [(method.upper(), path, op["x-access"])
+                  for path, item in doc["paths"].items() for method, op in item.items()]
     agent = NodeAgent(AgentConfig())
     routes = agent.routes()
     access = {(r.method, r.path): r.access for r in routes}
     app = build_app(agent, routes, local=False)
-    served = []
-    for route in app.router.routes():
-        path = route.resource.canonical if route.resource is not None else ""
-        served.append((route.method, path, access[(route.method, path.removeprefix("/v{api_version}"))]))
-    return served
+    served = {(r.method, r.resource.canonical, access[(r.method, r.resource.canonical.removeprefix("/v{api_version}"))])
+              for r in app.router.routes() if r.resource is not None}
+    assert set(documented) == served
+    return documented
 
 
 def concrete(path: str) -> str:
@@ -157,7 +170,7 @@ def test_every_route_refuses_whoever_may_not_call_it(lab, tmp_path: Path):
         "worker": context_of(certs_of(worker)),
         "manager": context_of(mine),
     }
-    routes = served_routes()
+    routes = documented_routes(manager.addr, callers["manager"])
     assert {(m, p) for m, p, a in routes if a == "public"} == PUBLIC
     wrong = []
     for method, path, access in routes:

@@ -1,10 +1,13 @@
-"""Docker's filters and object lookup rules."""
+"""Docker's filters, object lookup rules and query parameters."""
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
+from swarm_agent.api.app import query_version
 from swarm_agent.api.errors import BadRequest, NotFound
 from swarm_agent.api.filters import match_label, parse_filters
 from swarm_agent.api.lookup import resolve
+from swarm_agent.manager.dispatcher import HeartbeatBody
 
 
 def test_filters_accept_both_docker_forms():
@@ -41,3 +44,18 @@ def test_lookup_order_is_id_then_name_then_unique_prefix():
         find("ab")
     with pytest.raises(NotFound, match="service nope not found"):
         find("nope")
+
+
+# Found by the fuzzer (test_api_fuzz.py): a version beyond int64 was a 503 "the cluster store is unavailable".
+@pytest.mark.parametrize("raw", ["-1", str(2**63), "-7210323159172524260982784"])
+def test_a_version_outside_etcds_revisions_is_a_bad_request(raw):
+    request = make_mocked_request("POST", f"/swarm/update?version={raw}")
+    with pytest.raises(BadRequest, match="invalid version .* want an integer from 0 to"):
+        query_version(request)
+
+
+# The same etcd int64 limit, on the heartbeat's lease ID.
+@pytest.mark.parametrize("lease", [0, -5, 2**63])
+def test_a_heartbeat_for_a_lease_etcd_cannot_hold_is_refused(lease):
+    with pytest.raises(ValueError, match="lease"):
+        HeartbeatBody.model_validate({"lease": lease})

@@ -35,11 +35,45 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
+class Query:
+    """A query parameter a handler reads; ``schema`` is the JSON schema of its value."""
+
+    name: str
+    schema: dict[str, Any]
+    required: bool = False
+    description: str = ""
+    json: bool = False  # the value is a JSON document (Docker's ``filters``)
+
+
+@dataclass(frozen=True)
 class Route:
+    """One route, and what it reads: the handlers take their body and query parameters from here
+    (``read_body``, ``query_*``), so the OpenAPI document (``api/openapi.py``) cannot drift from them."""
+
     method: str
     path: str
     handler: Handler
     access: Access
+    body: Any = None  # the type the request body must parse as (a pydantic model); None: no body is read
+    query: tuple[Query, ...] = ()
+
+
+def flag(name: str, description: str = "") -> Query:
+    """A boolean query parameter as Docker reads it (``1``/``true``/``yes`` or ``0``/``false``/``no``)."""
+    return Query(name, {"type": "boolean"}, description=description)
+
+
+MAX_VERSION = 2**63 - 1
+VERSION = Query("version", {"type": "integer", "minimum": 0, "maximum": MAX_VERSION}, required=True,
+                description="the Version.Index the update is based on (optimistic concurrency)")
+
+
+def filter_query(names: set[str]) -> Query:
+    """Docker's ``filters``: a JSON object of filter name to a list of values (or an object of value to true)."""
+    values = {"oneOf": [{"type": "array", "items": {"type": "string"}},
+                        {"type": "object", "additionalProperties": {"type": "boolean"}}]}
+    schema = {"type": "object", "properties": {n: values for n in names}, "additionalProperties": False}
+    return Query("filters", schema, description=f"filters: {', '.join(sorted(names))}", json=True)
 
 
 @dataclass(frozen=True)
@@ -67,8 +101,10 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"})
 
 
-async def read_model(request: web.Request, model: type[BaseModel], what: str) -> Any:
-    """Parse a request body into ``model``; a bad body is a 400 that names the field."""
+async def read_body(request: web.Request, what: str) -> Any:
+    """Parse the request body as the route's ``body`` type; a bad body is a 400 that names the field."""
+    model: type[BaseModel] | None = request["route"].body
+    assert model is not None, f"{request.method} {request.path} reads a body without declaring it"
     raw = await request.read()
     if not raw.strip():
         raise BadRequest(f"invalid {what}: the request body is empty")
@@ -80,8 +116,16 @@ async def read_model(request: web.Request, model: type[BaseModel], what: str) ->
         raise BadRequest(f"invalid {what}: {describe_validation(exc)}") from exc
 
 
+def query_str(request: web.Request, name: str, default: str = "") -> str:
+    """A query parameter the route declares (an undeclared one is a bug of the route, not of the caller)."""
+    route = request.get("route")
+    assert route is None or any(q.name == name for q in route.query), (
+        f"{route.method} {route.path} reads query parameter {name!r} without declaring it")
+    return request.query.get(name, default)
+
+
 def query_bool(request: web.Request, name: str) -> bool:
-    value = request.query.get(name, "").lower()
+    value = query_str(request, name).lower()
     if value in ("", "0", "false", "no"):
         return False
     if value in ("1", "true", "yes"):
@@ -90,13 +134,17 @@ def query_bool(request: web.Request, name: str) -> bool:
 
 
 def query_version(request: web.Request) -> int:
-    raw = request.query.get("version")
+    raw = query_str(request, "version") or None
     if raw is None:
         raise BadRequest("missing version: pass the Version.Index you read as ?version=N")
     try:
-        return int(raw)
+        version = int(raw)
     except ValueError:
         raise BadRequest(f"invalid version {raw!r}: want an integer") from None
+    # The store compares it with etcd's revisions, which are int64: a larger one would fail there, not here.
+    if not 0 <= version <= MAX_VERSION:
+        raise BadRequest(f"invalid version {raw!r}: want an integer from 0 to {MAX_VERSION}")
+    return version
 
 
 _ACCESS_RANK = {"anonymous": 0, "worker": 1, "manager": 2, "local": 3}
@@ -137,6 +185,7 @@ def _as_of_now(agent: "NodeAgent", identity: pki.Identity) -> pki.Identity:
 
 def _make_endpoint(route: Route) -> Handler:
     async def endpoint(request: web.Request) -> web.StreamResponse:
+        request["route"] = route
         caller = caller_of(request)
         if caller.identity is not None:
             caller = Caller(local=False, identity=_as_of_now(agent_of(request), caller.identity))
@@ -189,12 +238,17 @@ def _identify(local: bool) -> Callable[..., Any]:
     return identify
 
 
+def served_paths(route: Route) -> list[str]:
+    """The paths a route is served on: its own, and (Docker's, not the agents' ``/swarmd/``) ``/v1.NN/``-prefixed."""
+    return [route.path] if route.path.startswith("/swarmd/") else [route.path, "/v{api_version}" + route.path]
+
+
 def build_app(agent: "NodeAgent", routes: list[Route], *, local: bool) -> web.Application:
     app = web.Application(middlewares=[_identify(local), _docker_errors], client_max_size=64 * 1024 * 1024)
     app["agent"] = agent
+    app["routes"] = routes  # what api/openapi.py describes
     for route in routes:
         endpoint = _make_endpoint(route)
-        app.router.add_route(route.method, route.path, endpoint)
-        if not route.path.startswith("/swarmd/"):
-            app.router.add_route(route.method, "/v{api_version}" + route.path, endpoint)
+        for path in served_paths(route):
+            app.router.add_route(route.method, path, endpoint)
     return app

@@ -14,7 +14,7 @@ from urllib.parse import quote_plus
 
 from aiohttp import web
 
-from .app import Route, agent_of, query_bool
+from .app import Query, Route, agent_of, flag, query_bool, query_str
 from .errors import BadRequest
 from .models import LogMessage, LogSelector, LogSubscriptionOptions
 from .services import find_service
@@ -55,7 +55,7 @@ def parse_options(request: web.Request) -> LogSubscriptionOptions:
     streams = [name for name in ("stdout", "stderr") if query_bool(request, name)]
     if not streams:
         raise BadRequest("Bad parameters: you must choose at least one stream")
-    raw_tail = request.query.get("tail", "all")
+    raw_tail = query_str(request, "tail", "all")
     tail: int | None = None
     if raw_tail not in ("", "all"):
         try:
@@ -64,7 +64,7 @@ def parse_options(request: web.Request) -> LogSubscriptionOptions:
             raise BadRequest(f'invalid value for query parameter tail: {raw_tail!r} (want a positive integer or "all")') from None
         if tail < 0:
             raise BadRequest(f"invalid value for query parameter tail: {tail} (negative tail values are not supported)")
-    raw_since = request.query.get("since", "")
+    raw_since = query_str(request, "since")
     since: float | None = None
     if raw_since:
         try:
@@ -121,7 +121,14 @@ async def task_logs(request: web.Request) -> web.StreamResponse:
     return await _stream(request, LogSelector(TaskIDs=[task.ID]), bool(task.Spec.ContainerSpec.TTY))
 
 
+QUERY = (
+    flag("stdout"), flag("stderr"), flag("follow", "keep streaming new lines"), flag("timestamps"),
+    flag("details", "start each line with its node, service and task"),
+    Query("tail", {"type": "string", "pattern": "^(all|[0-9]+)?$"}, description="the last N lines, or all"),
+    Query("since", {"type": "string"}, description="only lines after this UNIX time (seconds, fraction allowed)"),
+)
+
 ROUTES = [
-    Route("GET", "/services/{id}/logs", service_logs, "manager"),
-    Route("GET", "/tasks/{id}/logs", task_logs, "manager"),
+    Route("GET", "/services/{id}/logs", service_logs, "manager", query=QUERY),
+    Route("GET", "/tasks/{id}/logs", task_logs, "manager", query=QUERY),
 ]

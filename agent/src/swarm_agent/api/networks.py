@@ -14,7 +14,7 @@ from ..manager.ipam import IpamError, plan_network
 from ..pki import new_node_id
 from ..store.state import AddressConflict, NameConflict
 from ..store.state import Conflict as StoreConflict
-from .app import Route, agent_of, json_response, read_model
+from .app import Route, agent_of, filter_query, json_response, query_str, read_body
 from .errors import BadRequest, Conflict, Forbidden
 from .filters import match_label, parse_filters
 from .lookup import resolve
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 DRIVER = "overlay"
 VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
+FILTERS = {"id", "name", "driver", "scope", "type", "label"}
 
 
 def find_network(networks: dict[str, Network], ref: str) -> Network:
@@ -104,7 +105,7 @@ def new_network(spec: NetworkSpec, state: "Snapshot", net_id: str | None = None)
 
 async def list_networks(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
-    filters = parse_filters(request.query.get("filters"), {"id", "name", "driver", "scope", "type", "label"})
+    filters = parse_filters(query_str(request, "filters"), FILTERS)
     await mgr.cache.barrier()
     out = []
     for network in mgr.cache.state.networks.values():
@@ -133,7 +134,7 @@ async def inspect_network(request: web.Request) -> web.Response:
 
 async def create_network(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
-    spec: NetworkSpec = await read_model(request, NetworkSpec, "network spec")
+    spec: NetworkSpec = await read_body(request, "network spec")
     await mgr.cache.barrier()
     state = mgr.cache.state
     check_spec(spec, state)
@@ -165,8 +166,8 @@ async def remove_network(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    Route("GET", "/networks", list_networks, "manager"),
-    Route("POST", "/networks/create", create_network, "manager"),
+    Route("GET", "/networks", list_networks, "manager", query=(filter_query(FILTERS),)),
+    Route("POST", "/networks/create", create_network, "manager", body=NetworkSpec),
     Route("GET", "/networks/{id}", inspect_network, "manager"),
     Route("DELETE", "/networks/{id}", remove_network, "manager"),
 ]

@@ -3,11 +3,14 @@
 from aiohttp import web
 
 from ..store.state import Conflict as StoreConflict
-from .app import Route, agent_of, json_response, query_bool, query_version, read_model
+from .app import VERSION, Route, agent_of, filter_query, flag, json_response, query_bool, query_str, query_version, read_body
 from .errors import BadRequest, Conflict
 from .filters import match_label, parse_filters
 from .lookup import resolve
 from .models import Node, NodeManagerStatus, NodeSpec, now
+
+
+FILTERS = {"id", "name", "label", "node.label", "role", "membership"}
 
 
 def find_node(nodes: dict[str, Node], ref: str) -> Node:
@@ -34,9 +37,7 @@ def presented(node: Node, request: web.Request) -> Node:
 
 async def list_nodes(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
-    filters = parse_filters(
-        request.query.get("filters"), {"id", "name", "label", "node.label", "role", "membership"}
-    )
+    filters = parse_filters(query_str(request, "filters"), FILTERS)
     await mgr.cache.barrier()
     out = []
     for node in mgr.cache.state.nodes.values():
@@ -67,7 +68,7 @@ async def inspect_node(request: web.Request) -> web.Response:
 async def update_node(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
     version = query_version(request)
-    spec: NodeSpec = await read_model(request, NodeSpec, "node spec")
+    spec: NodeSpec = await read_body(request, "node spec")
     await mgr.cache.barrier()
     state = mgr.cache.state
     node = find_node(state.nodes, request.match_info["id"])
@@ -109,8 +110,8 @@ async def remove_node(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    Route("GET", "/nodes", list_nodes, "manager"),
+    Route("GET", "/nodes", list_nodes, "manager", query=(filter_query(FILTERS),)),
     Route("GET", "/nodes/{id}", inspect_node, "manager"),
-    Route("POST", "/nodes/{id}/update", update_node, "manager"),
-    Route("DELETE", "/nodes/{id}", remove_node, "manager"),
+    Route("POST", "/nodes/{id}/update", update_node, "manager", body=NodeSpec, query=(VERSION,)),
+    Route("DELETE", "/nodes/{id}", remove_node, "manager", query=(flag("force", "remove a node that is not down"),)),
 ]

@@ -18,7 +18,7 @@ from ..pki import new_node_id
 from ..store.state import Conflict as StoreConflict
 from ..store.state import NameConflict
 from ..worker.secret_files import target_path
-from .app import Route, agent_of, json_response, query_version, read_model
+from .app import VERSION, Route, agent_of, filter_query, json_response, query_str, query_version, read_body
 from .errors import BadRequest, Conflict
 from .filters import match_label, parse_filters
 from .lookup import resolve
@@ -40,6 +40,7 @@ class Kind:
         return state.secrets if self.name == "secret" else state.configs
 
 
+FILTERS = {"id", "name", "names", "label"}
 SECRET = Kind("secret", Secret, SecretSpec, shows_data=False)
 CONFIG = Kind("config", Config, ConfigSpec, shows_data=True)
 
@@ -129,7 +130,7 @@ def resolve_references(spec: ServiceSpec, state: "Snapshot") -> None:
 async def list_objects(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
     kind = _kind(request)
-    filters = parse_filters(request.query.get("filters"), {"id", "name", "names", "label"})
+    filters = parse_filters(query_str(request, "filters"), FILTERS)
     await mgr.cache.barrier()
     out = []
     for obj in kind.table(mgr.cache.state).values():
@@ -157,7 +158,7 @@ async def inspect_object(request: web.Request) -> web.Response:
 async def create_object(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
     kind = _kind(request)
-    spec = await read_model(request, kind.spec, f"{kind.name} spec")
+    spec = await read_body(request, f"{kind.name} spec")
     _check_drivers(kind, spec)
     data = _value(kind, spec)
     obj_id = new_node_id()
@@ -176,7 +177,7 @@ async def update_object(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
     kind = _kind(request)
     version = query_version(request)
-    spec = await read_model(request, kind.spec, f"{kind.name} spec")
+    spec = await read_body(request, f"{kind.name} spec")
     await mgr.cache.barrier()
     current = find(kind, mgr.cache.state, request.match_info["id"])
     if spec.Name != current.Spec.Name:
@@ -216,13 +217,13 @@ async def remove_object(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    Route(method, f"/{plural}{path}", handler, "manager")
-    for plural in ("secrets", "configs")
-    for method, path, handler in (
-        ("GET", "", list_objects),
-        ("POST", "/create", create_object),
-        ("GET", "/{id}", inspect_object),
-        ("POST", "/{id}/update", update_object),
-        ("DELETE", "/{id}", remove_object),
+    route
+    for plural, kind in (("secrets", SECRET), ("configs", CONFIG))
+    for route in (
+        Route("GET", f"/{plural}", list_objects, "manager", query=(filter_query(FILTERS),)),
+        Route("POST", f"/{plural}/create", create_object, "manager", body=kind.spec),
+        Route("GET", f"/{plural}/{{id}}", inspect_object, "manager"),
+        Route("POST", f"/{plural}/{{id}}/update", update_object, "manager", body=kind.spec, query=(VERSION,)),
+        Route("DELETE", f"/{plural}/{{id}}", remove_object, "manager"),
     )
 ]

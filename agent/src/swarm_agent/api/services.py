@@ -24,7 +24,7 @@ from ..manager.restart import is_live
 from ..pki import new_node_id
 from ..store.state import AddressConflict, NameConflict, PortConflict
 from ..store.state import Conflict as StoreConflict
-from .app import Route, agent_of, json_response, query_bool, query_version, read_model
+from .app import VERSION, Query, Route, agent_of, filter_query, flag, json_response, query_bool, query_str, query_version, read_body
 from .errors import ApiError, BadRequest, Conflict
 from .filters import match_label, parse_filters
 from .lookup import resolve
@@ -34,6 +34,9 @@ from .secrets import resolve_references
 if TYPE_CHECKING:
     from ..manager.manager import Manager
     from ..store.state import Snapshot
+
+
+FILTERS = {"id", "name", "label", "mode"}
 
 
 def find_service(services: dict[str, Service], ref: str) -> Service:
@@ -147,7 +150,7 @@ def with_status(service: Service, state: "Snapshot", ready_nodes: set[str]) -> S
 
 async def list_services(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
-    filters = parse_filters(request.query.get("filters"), {"id", "name", "label", "mode"})
+    filters = parse_filters(query_str(request, "filters"), FILTERS)
     status = query_bool(request, "status")
     await mgr.cache.barrier()
     state = mgr.cache.state
@@ -175,7 +178,7 @@ async def inspect_service(request: web.Request) -> web.Response:
 
 async def create_service(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
-    spec: ServiceSpec = await read_model(request, ServiceSpec, "service spec")
+    spec: ServiceSpec = await read_body(request, "service spec")
     if needs_cache(spec):
         # Read-your-writes for the networks, secrets and configs (a stack creates them just before its
         # services); a service using none needs no cache, and the barrier's wait on a busy store is most
@@ -201,10 +204,10 @@ async def create_service(request: web.Request) -> web.Response:
 async def update_service(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
     version = query_version(request)
-    rollback = request.query.get("rollback", "")
+    rollback = query_str(request, "rollback")
     if rollback not in ("", "previous"):
         raise BadRequest(f"invalid rollback value {rollback!r}: only 'previous' is allowed")
-    spec: ServiceSpec = await read_model(request, ServiceSpec, "service spec")
+    spec: ServiceSpec = await read_body(request, "service spec")
     await mgr.cache.barrier()
     current = find_service(mgr.cache.state.services, request.match_info["id"])
     if rollback:
@@ -213,6 +216,9 @@ async def update_service(request: web.Request) -> web.Response:
         spec = current.PreviousSpec
     if not spec.Name:
         spec.Name = current.Spec.Name
+    if spec.Name != current.Spec.Name:
+        # Swarm's words; it answers 501, a 400 here: the request is what cannot be carried out.
+        raise BadRequest(f"Name: renaming services is not supported ({current.Spec.Name} to {spec.Name})")
     if spec.Mode.kind != current.Spec.Mode.kind:
         raise BadRequest(f"service mode change is not allowed ({current.Spec.Mode.kind} to {spec.Mode.kind})")
     attach_networks(spec, mgr.cache.state)
@@ -262,9 +268,12 @@ async def remove_service(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    Route("GET", "/services", list_services, "manager"),
-    Route("POST", "/services/create", create_service, "manager"),
+    Route("GET", "/services", list_services, "manager",
+          query=(filter_query(FILTERS), flag("status", "fill ServiceStatus with running and desired task counts"))),
+    Route("POST", "/services/create", create_service, "manager", body=ServiceSpec),
     Route("GET", "/services/{id}", inspect_service, "manager"),
-    Route("POST", "/services/{id}/update", update_service, "manager"),
+    Route("POST", "/services/{id}/update", update_service, "manager", body=ServiceSpec,
+          query=(VERSION, Query("rollback", {"type": "string", "enum": ["", "previous"]},
+                                description="previous: roll back to the previous spec (the body is ignored)"))),
     Route("DELETE", "/services/{id}", remove_service, "manager"),
 ]

@@ -7,19 +7,19 @@ from ..manager.keys import format_unlock_key, new_key
 from ..store.etcd import op_delete, op_put
 from ..store.state import UNLOCK_KEY
 from ..store.state import Conflict as StoreConflict
-from .app import Route, agent_of, json_response, query_bool, query_version, read_model
+from .app import VERSION, Route, flag, agent_of, json_response, query_bool, query_version, read_body
 from .errors import BadRequest, Conflict
 from .models import InitRequest, JoinRequest, JoinTokenPair, SwarmSpec, UnlockRequest, now
 
 
 async def init_swarm(request: web.Request) -> web.Response:
-    req: InitRequest = await read_model(request, InitRequest, "swarm init request")
+    req: InitRequest = await read_body(request, "swarm init request")
     node_id = await agent_of(request).init(req)
     return json_response(node_id)
 
 
 async def join_swarm(request: web.Request) -> web.Response:
-    req: JoinRequest = await read_model(request, JoinRequest, "swarm join request")
+    req: JoinRequest = await read_body(request, "swarm join request")
     await agent_of(request).join(req)
     return web.Response(status=200)
 
@@ -43,7 +43,7 @@ async def update_swarm(request: web.Request) -> web.Response:
     rotate_worker = query_bool(request, "rotateWorkerToken")
     rotate_manager = query_bool(request, "rotateManagerToken")
     rotate_unlock = query_bool(request, "rotateManagerUnlockKey")
-    spec: SwarmSpec = await read_model(request, SwarmSpec, "swarm spec")
+    spec: SwarmSpec = await read_body(request, "swarm spec")
     cluster = await mgr.store.get_cluster()
     assert cluster is not None, "a manager always has a cluster record"
     autolock, had_autolock = spec.EncryptionConfig.AutoLockManagers, cluster.Spec.EncryptionConfig.AutoLockManagers
@@ -87,17 +87,18 @@ async def unlock_key(request: web.Request) -> web.Response:
 
 
 async def unlock_swarm(request: web.Request) -> web.Response:
-    req: UnlockRequest = await read_model(request, UnlockRequest, "unlock request")
+    req: UnlockRequest = await read_body(request, "unlock request")
     await agent_of(request).unlock(req.UnlockKey)
     return web.Response(status=200)
 
 
 ROUTES = [
-    Route("POST", "/swarm/init", init_swarm, "local"),
-    Route("POST", "/swarm/join", join_swarm, "local"),
-    Route("POST", "/swarm/leave", leave_swarm, "local"),
+    Route("POST", "/swarm/init", init_swarm, "local", body=InitRequest),
+    Route("POST", "/swarm/join", join_swarm, "local", body=JoinRequest),
+    Route("POST", "/swarm/leave", leave_swarm, "local", query=(flag("force", "leave even as the last manager"),)),
     Route("GET", "/swarm", inspect_swarm, "manager"),
-    Route("POST", "/swarm/update", update_swarm, "manager"),
+    Route("POST", "/swarm/update", update_swarm, "manager", body=SwarmSpec,
+          query=(VERSION, flag("rotateWorkerToken"), flag("rotateManagerToken"), flag("rotateManagerUnlockKey"))),
     Route("GET", "/swarm/unlockkey", unlock_key, "manager"),
-    Route("POST", "/swarm/unlock", unlock_swarm, "local"),
+    Route("POST", "/swarm/unlock", unlock_swarm, "local", body=UnlockRequest),
 ]

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from .app import Route, agent_of, json_response
+from .app import Route, agent_of, filter_query, json_response, query_str
 from .errors import BadRequest, NotFound
 from .filters import match_label, parse_filters
 from .lookup import resolve
@@ -15,15 +15,14 @@ def find_task(tasks: dict[str, Task], ref: str) -> Task:
     return resolve("task", ref, tasks.values(), lambda t: t.ID, lambda t: [])
 
 
+FILTERS = {"id", "name", "service", "node", "desired-state", "label", "_up-to-date"}
 _DESIRED = {"running": {TaskState.RUNNING, TaskState.READY}, "shutdown": {TaskState.SHUTDOWN, TaskState.REMOVE},
             "accepted": {TaskState.ACCEPTED}}
 
 
 async def list_tasks(request: web.Request) -> web.Response:
     mgr = agent_of(request).require_manager()
-    filters = parse_filters(
-        request.query.get("filters"), {"id", "name", "service", "node", "desired-state", "label", "_up-to-date"}
-    )
+    filters = parse_filters(query_str(request, "filters"), FILTERS)
     for value in filters.get("desired-state", []):
         if value not in _DESIRED:
             raise BadRequest(f"invalid filter 'desired-state={value}' (want running, shutdown or accepted)")
@@ -79,6 +78,6 @@ async def inspect_task(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    Route("GET", "/tasks", list_tasks, "manager"),
+    Route("GET", "/tasks", list_tasks, "manager", query=(filter_query(FILTERS),)),
     Route("GET", "/tasks/{id}", inspect_task, "manager"),
 ]

@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from .. import tokens
-from ..api.app import Route, agent_of, caller_of, json_response, read_model
+from ..api.app import Route, agent_of, caller_of, json_response, read_body
 from ..api.errors import ApiError, BadRequest, Forbidden, NotFound
 from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, Task, TaskState, TaskStatus, now
 from ..api.secrets import referenced
@@ -48,7 +48,7 @@ class SessionBody(BaseModel):
 
 
 class HeartbeatBody(BaseModel):
-    lease: int
+    lease: int = Field(gt=0, le=2**63 - 1)  # an etcd lease ID: etcd refuses any other as a store error
 
 
 class StatusUpdate(BaseModel):
@@ -81,7 +81,7 @@ async def get_ca(request: web.Request) -> web.Response:
 
 async def join(request: web.Request) -> web.Response:
     mgr = manager_of(request)
-    body: JoinBody = await read_model(request, JoinBody, "join request")
+    body: JoinBody = await read_body(request, "join request")
     join_tokens = await mgr.join_tokens()
     try:
         presented = tokens.parse_token(body.token)
@@ -116,7 +116,7 @@ async def renew(request: web.Request) -> web.Response:
     """
     mgr = manager_of(request)
     node_id = node_of(request)
-    body: RenewBody = await read_model(request, RenewBody, "certificate request")
+    body: RenewBody = await read_body(request, "certificate request")
     node = await mgr.store.get(Node, node_id)
     if node is None:
         raise NotFound(f"node {node_id} is not part of this swarm")
@@ -134,7 +134,7 @@ async def renew(request: web.Request) -> web.Response:
 async def open_session(request: web.Request) -> web.Response:
     mgr = manager_of(request)
     node_id = node_of(request)
-    body: SessionBody = await read_model(request, SessionBody, "session request")
+    body: SessionBody = await read_body(request, "session request")
     peer_ip = request.transport.get_extra_info("peername")[0] if request.transport else ""
     period = await mgr.heartbeat_period()
     lease = await mgr.store.etcd.lease_grant(max(2, math.ceil(3 * period)))
@@ -161,7 +161,7 @@ async def open_session(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     mgr = manager_of(request)
     node_of(request)
-    body: HeartbeatBody = await read_model(request, HeartbeatBody, "heartbeat")
+    body: HeartbeatBody = await read_body(request, "heartbeat")
     ttl = await mgr.store.etcd.lease_keepalive(body.lease)
     if ttl <= 0:
         raise ApiError("session expired: open a new one", status=410)
@@ -274,7 +274,7 @@ async def report_status(request: web.Request) -> web.Response:
     """Record what a worker observed; a task's state never moves backwards, and only its own node may report it."""
     mgr = manager_of(request)
     node_id = node_of(request)
-    body: StatusBody = await read_model(request, StatusBody, "status report")
+    body: StatusBody = await read_body(request, "status report")
     accepted = 0
     for update in body.updates:
         for _ in range(5):
@@ -306,11 +306,11 @@ async def report_status(request: web.Request) -> web.Response:
 
 ROUTES = [
     Route("GET", "/swarmd/ca", get_ca, "public"),
-    Route("POST", "/swarmd/join", join, "public"),
-    Route("POST", "/swarmd/renew", renew, "node"),
-    Route("POST", "/swarmd/session", open_session, "node"),
-    Route("POST", "/swarmd/heartbeat", heartbeat, "node"),
+    Route("POST", "/swarmd/join", join, "public", body=JoinBody),
+    Route("POST", "/swarmd/renew", renew, "node", body=RenewBody),
+    Route("POST", "/swarmd/session", open_session, "node", body=SessionBody),
+    Route("POST", "/swarmd/heartbeat", heartbeat, "node", body=HeartbeatBody),
     Route("GET", "/swarmd/assignments", assignments, "node"),
-    Route("POST", "/swarmd/status", report_status, "node"),
+    Route("POST", "/swarmd/status", report_status, "node", body=StatusBody),
     Route("POST", "/swarmd/leave", leave, "node"),
 ]

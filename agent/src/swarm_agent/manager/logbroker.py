@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..api.app import Route, json_response, read_model
+from ..api.app import Route, json_response, read_body
 from ..api.errors import BadRequest, Forbidden, NotFound
 from ..api.models import (
     LogContext,
@@ -167,7 +167,7 @@ async def publish_logs(request: web.Request) -> web.Response:
     mgr = manager_of(request)
     node_id = node_of(request)
     sub_id = request.match_info["id"]
-    body: PublishLogsMessage = await read_model(request, PublishLogsMessage, "log publication")
+    body: PublishLogsMessage = await read_body(request, "log publication")
     if body.SubscriptionID != sub_id:
         raise BadRequest(f"SubscriptionID: {body.SubscriptionID!r} does not match the path's {sub_id!r}")
     tasks: list[Task] = []
@@ -194,5 +194,5 @@ async def publish_logs(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    Route("POST", "/swarmd/logs/{id}", publish_logs, "node"),
+    Route("POST", "/swarmd/logs/{id}", publish_logs, "node", body=PublishLogsMessage),
 ]
