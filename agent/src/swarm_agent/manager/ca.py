@@ -86,6 +86,22 @@ class RootCA:
                  cert.not_valid_after_utc.isoformat())
         return RootCA(cert.public_bytes(serialization.Encoding.PEM), key_pem)
 
+    def cross_sign(self, new: RootCA) -> bytes:
+        """An intermediate with ``new``'s subject and key, signed by this root: nodes that trust only this root
+        accept what ``new`` signs when it is presented after the leaf."""
+        if self._key is None:
+            raise ValueError("cannot sign: this manager does not hold the root CA key")
+        not_after = min(new.certificate.not_valid_after_utc, self._cert.not_valid_after_utc)
+        cert = (
+            _ca_builder(new.certificate.subject, self._cert.subject, new.certificate.public_key(), not_after,
+                        path_length=None)
+            .add_extension(self._authority_key_identifier(), critical=False)
+            .sign(self._key, _signature_hash(self._key))
+        )
+        log.info("cross-signed root CA %s with root CA %s, valid until %s", new.digest, self.digest,
+                 not_after.isoformat())
+        return cert.public_bytes(serialization.Encoding.PEM)
+
     @classmethod
     def from_pem(cls, cert_pem: bytes, key_pem: bytes | None) -> RootCA:
         """A RootCA from stored or external PEM; ValueError naming what is wrong."""
