@@ -37,6 +37,11 @@ def assert_all_on(root_pem: str, nodes: list[SwarmNode]) -> None:
         assert pki.issued_by(certs.cert_pem, root_pem.encode()), f"{node.name}'s certificate is not from the new root"
 
 
+def logs(manager: SwarmNode, service: str) -> int:
+    """How many of the service's tasks said hello, as ``docker service logs`` shows."""
+    return manager.docker("service", "logs", "--raw", service, timeout=60).stdout.count("hello")
+
+
 def in_progress(manager: SwarmNode) -> bool:
     status, swarm = manager.api("GET", "/swarm")
     assert status == 200, swarm
@@ -62,7 +67,12 @@ def test_root_rotation_keeps_every_node_and_task(lab, busybox, tmp_path: Path):
         host.load_image(archive)
     manager, worker = nodes = form_swarm(hosts)
     manager.docker("service", "create", "--detach", "--name", "keep", "--mode", "global", image, "sleep", "100000")
-    wait_for("a task running on each node", lambda: len(running_tasks(manager, "keep")) == 2)
+    manager.docker("service", "create", "--detach", "--name", "talk", "--mode", "global", image,
+                   "sh", "-c", "echo hello; sleep 100000")
+    wait_for("a task of each service running on each node",
+             lambda: len(running_tasks(manager, "keep")) == len(running_tasks(manager, "talk")) == 2)
+    # Each node's log client is made now, with the first root's trust; it must follow the rotations.
+    wait_for("the hello of each talk task in its logs", lambda: logs(manager, "talk") == 2)
     containers = {node.name: task_containers(node) for node in nodes}
     first_root = manager.docker("swarm", "ca").stdout.strip()
 
@@ -108,6 +118,7 @@ def test_root_rotation_keeps_every_node_and_task(lab, busybox, tmp_path: Path):
 
     # Nothing restarted: the same containers, every node Ready, and the swarm still takes work and new nodes.
     assert {node.name: task_containers(node) for node in nodes} == containers
+    assert logs(manager, "talk") == 2
     assert manager.docker("node", "ls", "--format", "{{.Status}}").stdout.split() == ["Ready", "Ready"]
     manager.docker("service", "create", "--detach", "--name", "more", "--replicas", "2", image, "sleep", "100000")
     wait_for("the new service's 2 tasks running", lambda: len(running_tasks(manager, "more")) == 2)

@@ -91,6 +91,7 @@ class WorkerSession:
     def adopt(self, certs: pki.NodeCerts) -> None:
         """Present renewed certificates from the next connection on; the open session goes on with the old ones."""
         old, self.certs = self.certs, certs
+        self.logs.adopt(certs)
         if certs.ca_pem == old.ca_pem and pki.issuer_key_id(certs.cert_pem) == pki.issuer_key_id(old.cert_pem):
             pki.load_chain(self._ssl, certs.cert_pem, certs.key_pem)
             return
