@@ -15,7 +15,6 @@ import os
 import platform
 import shutil
 import socket
-import ssl
 from socket import gethostname
 import subprocess
 from dataclasses import asdict, dataclass, field
