@@ -138,3 +138,14 @@ def test_a_live_listener_forgets_the_old_root_once_loaded_with_the_new_one():
     assert handshake(listener.listener, (old.trust_pem, old_chain, old_key)) is not None
     worker_chain, worker_key = node_cert(done, "worker2")
     assert handshake(listener.listener, (done.trust_pem, worker_chain, worker_key)) is None
+
+
+def test_a_rotation_restarted_towards_another_root_keeps_the_first_ones_certificates_working():
+    old = Authority(RootCA.generate())
+    first = old.rotate_to(RootCA.generate())
+    second = first.rotate_to(RootCA.generate())
+    assert second.root == old.root and second.new != first.new
+    # A node that renewed during the first rotation still chains to the old root, which both sides trust.
+    middle_chain, middle_key = node_cert(first, "worker1")
+    manager_chain, manager_key = node_cert(second, "manager1")
+    assert handshake((manager_chain, manager_key, second.trust_pem), (first.trust_pem, middle_chain, middle_key)) is None

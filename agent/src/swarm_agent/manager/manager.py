@@ -243,8 +243,9 @@ class Manager:
                 authority = await self.refresh_authority()
                 if authority.rotating and self.is_leader and cluster is not None:
                     await self._finish_rotation(cluster, authority)
-            except (EtcdError, ApiError) as exc:
-                log.warning("manager %s: could not check the root CA: %s", self.node_id, exc)
+            except (EtcdError, ApiError, ValueError, RuntimeError) as exc:
+                # ValueError/RuntimeError: a CA record this manager cannot open; it keeps the authority it has.
+                log.error("manager %s: could not check the root CA: %s", self.node_id, exc)
             await asyncio.sleep(CA_CHECK_PERIOD)
 
     async def _finish_rotation(self, cluster: Swarm, authority: Authority) -> None:
