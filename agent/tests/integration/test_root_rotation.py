@@ -126,3 +126,37 @@ def test_root_rotation_keeps_every_node_and_task(lab, busybox, tmp_path: Path):
     late.start()
     late.join(manager)
     assert_all_on(third_root, [late])
+
+
+def test_root_rotation_with_three_managers(lab, busybox):
+    image, archive = busybox
+    hosts = lab.add_hosts("m1", "m2", "m3", "w1")
+    nodes = [SwarmNode(h) for h in hosts]
+    for host, node in zip(hosts, nodes):
+        host.load_image(archive)
+        node.start()
+    first, second, third, worker = nodes
+    first.init()
+    for node in (second, third):
+        node.join(first, role="manager")
+    worker.join(first)
+    wait_for("three reachable managers", lambda: first.docker(
+        "node", "ls", "--format", "{{.ManagerStatus}}").stdout.split().count("Reachable") == 2)
+    first.docker("service", "create", "--detach", "--name", "keep", "--mode", "global", image, "sleep", "100000")
+    wait_for("a task running on each node", lambda: len(running_tasks(first, "keep")) == 4)
+    containers = {node.name: task_containers(node) for node in nodes}
+
+    # Asked of a manager other than the one that made the swarm; whichever leads finishes it.
+    root = rotate(second)
+    assert_all_on(root, nodes)
+    assert third.docker("swarm", "ca").stdout.strip() == root
+    assert {node.name: task_containers(node) for node in nodes} == containers
+    assert first.docker("node", "ls", "--format", "{{.Status}}").stdout.split() == ["Ready"] * 4
+
+    # A manager's agent restarts on the new certificates: its etcd and its listener work as before.
+    third.kill()
+    third.start()
+    wait_for("m3 serving the API again", lambda: third.docker("node", "ls", check=False).returncode == 0)
+    third.docker("service", "create", "--detach", "--name", "more", "--replicas", "4", image, "sleep", "100000")
+    wait_for("the new service's 4 tasks running", lambda: len(running_tasks(first, "more")) == 4)
+    assert all(containers[node.name] <= task_containers(node) for node in nodes)
