@@ -15,6 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from swarm_agent import pki
+from swarm_agent.manager.etcd_member import CLIENT_PORT, client_tls
+from swarm_agent.store.etcd import EtcdClient
+
 from .hosts import DOCKER_CLI, Host
 
 log = logging.getLogger(__name__)
@@ -137,6 +141,13 @@ class SwarmNode:
         for name in out:
             started[name] = self.host.docker("inspect", "--format", "{{.State.StartedAt}}", name).stdout.strip()
         return started
+
+
+def etcd_of(manager: SwarmNode) -> EtcdClient:
+    """A client of ``manager``'s etcd member, as whoever holds its disk could make one (its etcd certificate)."""
+    certs = pki.NodeCerts.load(manager.data_dir)
+    assert certs is not None, f"{manager.name} holds no certificates"
+    return EtcdClient([f"https://{manager.host.ip}:{CLIENT_PORT}"], client_tls(certs))
 
 
 def form_swarm(hosts: list[Host], *options: str, init: tuple[str, ...] = ()) -> list[SwarmNode]:

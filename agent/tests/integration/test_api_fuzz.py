@@ -19,10 +19,9 @@ from hypothesis.errors import Unsatisfiable
 from requests.adapters import HTTPAdapter
 from schemathesis import GenerationMode
 
-from harness.cluster import SwarmNode, agent_log, form_swarm, wait_for
+from harness.cluster import SwarmNode, etcd_of, agent_log, form_swarm, wait_for
 from swarm_agent import pki
 from swarm_agent.api.models import SubscriptionMessage, Swarm
-from swarm_agent.store.etcd import EtcdClient
 from swarm_agent.store.state import CLUSTER_KEY, LOG_SUBSCRIPTIONS, ROOT, TABLES, decode
 
 pytestmark = pytest.mark.integration
@@ -93,7 +92,7 @@ def unreadable_records(manager: SwarmNode) -> list[str]:
     """Every record under the swarm's prefix that does not parse as the store's reader parses it."""
 
     async def read() -> list:
-        etcd = EtcdClient([f"http://{manager.host.ip}:2379"])
+        etcd = etcd_of(manager)
         try:
             kvs, _ = await etcd.get_prefix(ROOT)
         finally:

@@ -24,15 +24,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from harness.cluster import SwarmNode, form_swarm, wait_for
+from harness.cluster import SwarmNode, etcd_of, form_swarm, wait_for
 from swarm_agent import pki, tokens
 from swarm_agent.api.app import build_app
 from swarm_agent.manager.ca import RootCA
-from swarm_agent.manager.etcd_member import CLIENT_PORT, client_tls
 from swarm_agent.manager.keys import CA_AAD, KeyFile, unseal
 from swarm_agent.node import AgentConfig, NodeAgent
-from swarm_agent.store.etcd import EtcdClient
-from swarm_agent.store.state import CA_KEY, Store
+from swarm_agent.store.state import CA_KEY, SESSIONS, Store
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +101,7 @@ def cluster_ca(manager: SwarmNode) -> RootCA:
     opened with the manager's data key."""
 
     async def read() -> dict:
-        etcd = EtcdClient([f"https://{manager.host.ip}:{CLIENT_PORT}"], client_tls(certs_of(manager)))
+        etcd = etcd_of(manager)
         try:
             record = await Store(etcd).get_json(CA_KEY)
         finally:
@@ -230,6 +228,39 @@ def test_a_worker_reports_only_its_own_tasks(lab):
     assert resp.status == 403 and f"not assigned to node {worker.node_id}" in body["message"], body
     state = manager.docker("inspect", "--type", "task", "--format", "{{.Status.Message}}", task_id).stdout
     assert "forged" not in state
+
+
+def test_a_node_keeps_alive_only_its_own_session(lab):
+    manager, worker, other = form_swarm(lab.add_hosts("m1", "w1", "w2"))
+
+    async def leases() -> dict[str, int]:
+        etcd = etcd_of(manager)
+        try:
+            kvs, _ = await etcd.get_prefix(SESSIONS)
+        finally:
+            await etcd.close()
+        return {kv.key.removeprefix(SESSIONS): int(json.loads(kv.value)["lease"]) for kv in kvs}
+
+    def all_three() -> dict[str, int] | None:
+        found = asyncio.run(leases())
+        return found if len(found) == 3 else None
+
+    sessions = wait_for("a session of each node", all_three)
+    host, port = manager.addr.rsplit(":", 1)
+
+    def heartbeat(lease: int) -> tuple[int, dict]:
+        conn = http.client.HTTPSConnection(host, int(port), context=context_of(certs_of(worker)), timeout=10)
+        try:
+            conn.request("POST", "/swarmd/heartbeat", body=json.dumps({"lease": lease}),
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+
+    assert heartbeat(sessions[worker.node_id])[0] == 200
+    status, body = heartbeat(sessions[other.node_id])
+    assert status == 410 and f"not the session of node {worker.node_id}" in body["message"], body
 
 
 def test_join_tokens_rotate_and_a_foreign_ca_digest_is_refused(lab):

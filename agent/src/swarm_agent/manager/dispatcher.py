@@ -174,8 +174,16 @@ def _tls_info(mgr: "Manager", request: web.Request, description: NodeDescription
 
 async def heartbeat(request: web.Request) -> web.Response:
     mgr = manager_of(request)
-    node_of(request)
+    node_id = node_of(request)
     body: HeartbeatBody = await read_body(request, "heartbeat")
+    # Only the lease of the caller's own session: any other (another node's session, the leader's) would be
+    # kept alive by a node that has no business doing so. The cache may not show a session just opened yet.
+    record = mgr.cache.state.sessions.get(node_id)
+    if record is None or int(record.get("lease", 0)) != body.lease:
+        record = await mgr.store.get_json(SESSIONS + node_id)
+    if record is None or int(record.get("lease", 0)) != body.lease:
+        raise ApiError(f"session expired: lease {body.lease:x} is not the session of node {node_id}; "
+                       "open a new one", status=410)
     ttl = await mgr.store.etcd.lease_keepalive(body.lease)
     if ttl <= 0:
         raise ApiError("session expired: open a new one", status=410)
