@@ -3,10 +3,13 @@
 import socket
 import ssl
 import threading
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from swarm_agent import pki
 from swarm_agent.manager.ca import RootCA
@@ -149,3 +152,31 @@ def test_a_rotation_restarted_towards_another_root_keeps_the_first_ones_certific
     middle_chain, middle_key = node_cert(first, "worker1")
     manager_chain, manager_key = node_cert(second, "manager1")
     assert handshake((manager_chain, manager_key, second.trust_pem), (first.trust_pem, middle_chain, middle_key)) is None
+
+
+def external_root_with_own_key_id() -> RootCA:
+    """A root as another tool may make it: a key identifier that is not the SHA-1 of its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "corporate root")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier(b"\x07" * 20), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return RootCA.from_pem(cert.public_bytes(serialization.Encoding.PEM), key_pem)
+
+
+def test_the_intermediate_keeps_an_external_roots_own_key_identifier():
+    old = Authority(RootCA.generate())
+    rotating = old.rotate_to(external_root_with_own_key_id())
+    cross = x509.load_pem_x509_certificate(rotating.cross_pem)
+    assert cross.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest == b"\x07" * 20
+    manager_chain, manager_key = node_cert(rotating, "manager1")
+    worker_chain, worker_key = node_cert(rotating, "worker1")
+    assert handshake((manager_chain, manager_key, old.trust_pem), (old.trust_pem, worker_chain, worker_key)) is None
