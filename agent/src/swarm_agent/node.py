@@ -15,7 +15,6 @@ import os
 import platform
 import shutil
 import socket
-import ssl
 from socket import gethostname
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -38,13 +37,13 @@ from .api.models import (
     NodeSpec,
     NodeStatus,
     Swarm,
-    TLSInfoSpec,
 )
 from .manager import dispatcher, logbroker
 from .manager.ca import ETCD_CA_COMMON_NAME, RootCA, node_certificates
 from .manager.etcd_member import EtcdMember, client_tls
 from .manager.keys import CA_AAD, ETCD_CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, new_key, parse_unlock_key, seal
 from .manager.manager import Manager
+from .manager.rotation import issuer_info
 from .store.etcd import EtcdClient, op_put
 from .manager.ipam import INGRESS_NAME
 from .store.state import CA_KEY, ETCD_CA_KEY, JOIN_TOKENS, UNLOCK_KEY, Snapshot, Store
@@ -160,7 +159,9 @@ class NodeAgent:
         self.local_state = "inactive"
         self._worker_task: asyncio.Task[None] | None = None
         self._renewal_task: asyncio.Task[None] | None = None
-        self._server_context: ssl.SSLContext | None = None
+        self._server_tls: pki.ServerTLS | None = None
+        # Set when the managers want this node's certificate or trusted roots changed now (a root rotation).
+        self._renew_now = asyncio.Event()
         self._tcp: web.AppRunner | None = None
         self._transition = asyncio.Lock()
         self._role_change: asyncio.Task[None] | None = None
@@ -300,8 +301,8 @@ class NodeAgent:
             await self.manager.start()
             runner = web.AppRunner(api_app.build_app(self, self.routes(), local=False), access_log=None)
             await runner.setup()
-            self._server_context = pki.server_context(self.certs.cert_pem, self.certs.key_pem, self.certs.ca_pem)
-            await web.TCPSite(runner, self.state.listen_host, self.state.api_port, ssl_context=self._server_context,
+            self._server_tls = pki.ServerTLS(self.certs.cert_pem, self.certs.key_pem, self.certs.ca_pem)
+            await web.TCPSite(runner, self.state.listen_host, self.state.api_port, ssl_context=self._server_tls.listener,
                               reuse_address=True).start()
             self._tcp = runner
         executor = Executor(self.config.docker_url, self.state.node_id)
@@ -314,6 +315,7 @@ class NodeAgent:
             hostname=self.config.hostname,
             on_managers=self._remember_managers,
             on_role=self._role_wanted,
+            on_authority=self._check_authority,
             network=NodeNetwork(
                 self.state.node_id, self.config.docker_url, self.state.advertise_ip,
                 on_dead=lambda node_id: self.worker.report_down(node_id) if self.worker else None,
@@ -353,7 +355,7 @@ class NodeAgent:
         if self._tcp is not None:
             await self._tcp.cleanup()
             self._tcp = None
-            self._server_context = None
+            self._server_tls = None
         if self.manager is not None:
             await self.manager.stop()
             self.manager = None
@@ -395,7 +397,7 @@ class NodeAgent:
             cluster = Swarm(
                 ID=cluster_id,
                 Spec=spec,
-                TLSInfo=TLSInfoSpec(TrustRoot=root_ca.cert_pem.decode()),
+                TLSInfo=issuer_info(root_ca.cert_pem, root_ca.certificate),
                 DefaultAddrPool=req.DefaultAddrPool or ["10.0.0.0/8"],
                 SubnetSize=req.SubnetSize or 24,
                 DataPathPort=req.DataPathPort or 4789,
@@ -602,7 +604,9 @@ class NodeAgent:
             delay = retry or pki.renewal_delay(identity, self.config.renew_window)
             log.info("node %s: certificate serial %x valid until %s; renewing in %.0f s",
                      identity.node_id, identity.serial, identity.not_after.isoformat(), delay)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._renew_now.wait(), delay)
+            self._renew_now.clear()
             if await self._renew():
                 retry = 0.0
             else:
@@ -631,8 +635,8 @@ class NodeAgent:
                 return False
             certs.save(self.config.data_dir)
             self.certs = certs
-            if self._server_context is not None:
-                pki.load_chain(self._server_context, certs.cert_pem, certs.key_pem)
+            if self._server_tls is not None:
+                self._server_tls.load(certs.cert_pem, certs.key_pem, certs.ca_pem)
             if self.member is not None and certs.etcd_cert_pem is not None:
                 pki.load_chain(self.member.tls, certs.etcd_cert_pem, certs.key_pem)
             if self.worker is not None:
@@ -641,6 +645,16 @@ class NodeAgent:
             log.info("node %s renewed its %s certificate: serial %x -> %x, valid until %s",
                      new.node_id, new.role, old.serial, new.serial, new.not_after.isoformat())
             return True
+
+    def _check_authority(self, trust_pem: bytes, issuer_pem: bytes) -> None:
+        """Renew at once when the managers trust other roots or sign with another key than this node's certificate
+        shows: a root rotation started or ended."""
+        certs = self.certs
+        if certs is None or self._renew_now.is_set():
+            return
+        if certs.ca_pem != trust_pem or not pki.issued_by(certs.cert_pem, issuer_pem):
+            log.info("node %s: the swarm's root CA changed; renewing its certificate now", certs.identity.node_id)
+            self._renew_now.set()
 
     def _take_data_key(self, answer: dict[str, Any]) -> None:
         """A manager keeps the data key its join or renew answer carries (the Manager writes it to disk);

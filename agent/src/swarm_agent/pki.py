@@ -200,6 +200,47 @@ def server_context(cert_pem: bytes, key_pem: bytes, ca_pem: bytes) -> ssl.SSLCon
     return ctx
 
 
+class ServerTLS:
+    """The TLS of a manager's listener, whose trusted roots change with a root rotation.
+
+    A live context can learn a CA but never forget one, and the listener
+    keeps the context it started with: each handshake switches to the
+    newest context as soon as the client's hello arrives.
+    """
+
+    def __init__(self, cert_pem: bytes, key_pem: bytes, ca_pem: bytes) -> None:
+        self.listener = server_context(cert_pem, key_pem, ca_pem)
+        self.listener.sni_callback = self._switch
+        self._current = self.listener
+
+    def load(self, cert_pem: bytes, key_pem: bytes, ca_pem: bytes) -> None:
+        """Present this certificate and trust only these roots from the next handshake on."""
+        self._current = server_context(cert_pem, key_pem, ca_pem)
+
+    def _switch(self, ssl_object: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        if ssl_object.context is not self._current:
+            ssl_object.context = self._current
+
+
+def issued_by(cert_pem: bytes, ca_pem: bytes) -> bool:
+    """Whether the first certificate of ``cert_pem`` was signed by the first of ``ca_pem``."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    with contextlib.suppress(ValueError, TypeError, InvalidSignature):
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
+        return True
+    return False
+
+
+def issuer_key_id(cert_pem: bytes) -> bytes:
+    """What names the key that signed a certificate: its authority key identifier, else the issuer's name."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        key_id = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except x509.ExtensionNotFound:
+        key_id = None
+    return key_id or cert.issuer.public_bytes()
+
+
 def client_context(
     ca_pem: bytes | None, cert_pem: bytes | None = None, key_pem: bytes | None = None
 ) -> ssl.SSLContext:
@@ -355,8 +396,7 @@ def _check_pair(what: str, cert_pem: bytes, public_key: bytes, ca_pem: bytes, ca
     if public_key_der(cert.public_key()) != public_key:
         raise ValueError(f"node key does not match the {what} certificate")
     for ca in x509.load_pem_x509_certificates(ca_pem) if ca_pem else []:
-        with contextlib.suppress(ValueError, TypeError, InvalidSignature):
-            cert.verify_directly_issued_by(ca)
+        if issued_by(cert_pem, ca.public_bytes(serialization.Encoding.PEM)):
             return
     raise ValueError(f"{what} certificate was not issued by the {ca_name}")
 

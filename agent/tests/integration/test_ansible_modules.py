@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from harness.cluster import SwarmNode, running_tasks, wait_for
+from swarm_agent.manager.ca import RootCA
 
 pytestmark = pytest.mark.integration
 
@@ -374,3 +375,34 @@ def test_network_create_compare_force_in_use_and_remove(cluster, playbooks):
     assert rebuilt["network"]["IPAM"]["Config"] == [{"Subnet": "10.78.0.0/24", "Gateway": "10.78.0.1"}]
     assert removed_check["changed"] and removed["changed"] and not removed_again["changed"]
     assert "front" not in manager.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
+
+
+def test_root_ca_show_rotate_check_diff_idempotence_and_errors(cluster, playbooks):
+    _, manager, worker = cluster
+    first = manager.docker("swarm", "ca").stdout.strip()
+    external, other = RootCA.generate(), RootCA.generate()
+    given = {"ca_cert": external.cert_pem.decode(), "ca_key": (external.key_pem or b"").decode()}
+    shown, checked, rotated = playbooks.run(
+        {"name": "show", "swarm.cluster.ca": {}},
+        {"name": "rotate in check mode", "swarm.cluster.ca": {"rotate": True}, "check_mode": True, "diff": True},
+        {"name": "rotate", "swarm.cluster.ca": {"rotate": True, "wait": True, "wait_timeout": 120}},
+    )
+    assert not shown["changed"] and shown["root_ca"].strip() == first and not shown["rotation_in_progress"]
+    assert checked["changed"] and checked["actions"] == ["Root CA rotation would start"]
+    assert checked["diff"]["before"]["root_ca"].strip() == first and checked["diff"]["after"]["rotation_in_progress"]
+    second = manager.docker("swarm", "ca").stdout.strip()
+    assert rotated["changed"] and second != first and rotated["root_ca"].strip() == second
+    assert rotated["nodes_rotated"] == "2 of 2" and not rotated["rotation_in_progress"]
+
+    bad, moved, again = playbooks.run(
+        {"name": "key of another CA", "swarm.cluster.ca": {**given, "ca_key": (other.key_pem or b"").decode()},
+         "ignore_errors": True},
+        {"name": "given root", "swarm.cluster.ca": {**given, "wait": True}},
+        {"name": "given root again", "swarm.cluster.ca": {**given, "wait": True}},
+    )
+    assert bad["failed"] and "SigningCAKey" in bad["msg"] and bad["status"] == 400, bad
+    assert moved["changed"] and moved["root_ca"].strip() == external.cert_pem.decode().strip()
+    assert not again["changed"] and again["actions"] == ["Root CA rotation finished: 2 of 2 nodes"]
+    for node in (manager, worker):
+        ca_file = (node.data_dir / "certificates" / "swarm-root-ca.crt").read_text()
+        assert ca_file.strip() == external.cert_pem.decode().strip()

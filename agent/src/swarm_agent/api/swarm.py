@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from .. import tokens
+from ..manager.ca import RootCA
 from ..manager.keys import format_unlock_key, new_key
 from ..store.etcd import op_delete, op_put
 from ..store.state import UNLOCK_KEY
@@ -56,10 +57,17 @@ async def update_swarm(request: web.Request) -> web.Response:
     elif had_autolock and not autolock:
         unlock_ops.append(op_delete(UNLOCK_KEY))
     ca = spec.CAConfig
-    if ca.SigningCACert or ca.SigningCAKey or ca.ForceRotate != cluster.Spec.CAConfig.ForceRotate:
-        raise BadRequest("CAConfig: root CA rotation is not available in this cluster")
     if ca.ExternalCAs:
         raise BadRequest("CAConfig.ExternalCAs: external CAs are not available in this cluster")
+    ca_ops = []
+    new_root = _requested_root(spec, cluster.Spec.CAConfig.ForceRotate)
+    if new_root is not None:
+        authority = (await mgr.refresh_authority()).rotate_to(new_root)
+        ca_ops.append(mgr.authority_op(authority))
+        cluster.RootRotationInProgress = True
+        cluster.TLSInfo = authority.tls_info()
+    # The signing key is never kept in the spec, as Docker does not show it again.
+    spec.CAConfig.SigningCACert = spec.CAConfig.SigningCAKey = None
     cluster.Version.Index = version
     cluster.Spec = spec
     cluster.UpdatedAt = now()
@@ -71,12 +79,31 @@ async def update_swarm(request: web.Request) -> web.Response:
     # Kept sealed beside the cluster record (which a swarm from before sealing held them in).
     cluster.JoinTokens = JoinTokenPair()
     try:
-        await mgr.store.put_cluster(cluster, also=[*unlock_ops, mgr.join_tokens_op(join_tokens)])
+        await mgr.store.put_cluster(cluster, also=[*unlock_ops, *ca_ops, mgr.join_tokens_op(join_tokens)])
     except StoreConflict:
         raise Conflict(f"update out of sequence: the swarm was changed since version {version}") from None
     mgr.log_event("swarm updated", rotated_worker_token=rotate_worker, rotated_manager_token=rotate_manager,
-                  autolock=autolock, new_unlock_key=bool(unlock_ops) and autolock)
+                  autolock=autolock, new_unlock_key=bool(unlock_ops) and autolock,
+                  root_rotation_to=new_root.digest if new_root else None)
     return web.Response(status=200)
+
+
+def _requested_root(spec: SwarmSpec, force_rotate: int) -> RootCA | None:
+    """The root a swarm update rotates to: the one given (validated), or a new one when ForceRotate changed;
+    None when the update asks for no rotation."""
+    ca = spec.CAConfig
+    if bool(ca.SigningCACert) != bool(ca.SigningCAKey):
+        missing = "SigningCAKey" if ca.SigningCACert else "SigningCACert"
+        raise BadRequest(f"Spec.CAConfig.{missing}: SigningCACert and SigningCAKey must be given together")
+    if ca.SigningCACert and ca.SigningCAKey:
+        try:
+            return RootCA.from_pem(ca.SigningCACert.encode(), ca.SigningCAKey.encode())
+        except ValueError as exc:
+            field = "SigningCAKey" if str(exc).startswith("signing CA key") else "SigningCACert"
+            raise BadRequest(f"Spec.CAConfig.{field}: {exc}") from None
+    if ca.ForceRotate != force_rotate:
+        return RootCA.generate()
+    return None
 
 
 async def unlock_key(request: web.Request) -> web.Response:

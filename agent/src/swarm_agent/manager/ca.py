@@ -86,6 +86,27 @@ class RootCA:
                  cert.not_valid_after_utc.isoformat())
         return RootCA(cert.public_bytes(serialization.Encoding.PEM), key_pem)
 
+    def cross_sign(self, new: RootCA) -> bytes:
+        """An intermediate with ``new``'s subject and key, signed by this root: nodes that trust only this root
+        accept what ``new`` signs when it is presented after the leaf."""
+        if self._key is None:
+            raise ValueError("cannot sign: this manager does not hold the root CA key")
+        not_after = min(new.certificate.not_valid_after_utc, self._cert.not_valid_after_utc)
+        # The new root's own key identifier, whatever way it was made: leaves name their issuer by it.
+        try:
+            ski = new.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        except x509.ExtensionNotFound:
+            ski = None
+        cert = (
+            _ca_builder(new.certificate.subject, self._cert.subject, new.certificate.public_key(), not_after,
+                        path_length=None, ski=ski)
+            .add_extension(self._authority_key_identifier(), critical=False)
+            .sign(self._key, _signature_hash(self._key))
+        )
+        log.info("cross-signed root CA %s with root CA %s, valid until %s", new.digest, self.digest,
+                 not_after.isoformat())
+        return cert.public_bytes(serialization.Encoding.PEM)
+
     @classmethod
     def from_pem(cls, cert_pem: bytes, key_pem: bytes | None) -> RootCA:
         """A RootCA from stored or external PEM; ValueError naming what is wrong."""
@@ -207,7 +228,7 @@ def node_certificates(root: RootCA, etcd: RootCA, csr_pem: bytes, *, node_id: st
 
 
 def _ca_builder(subject: x509.Name, issuer: x509.Name, public: CertificatePublicKeyTypes, not_after: datetime,
-                path_length: int | None) -> x509.CertificateBuilder:
+                path_length: int | None, ski: x509.SubjectKeyIdentifier | None = None) -> x509.CertificateBuilder:
     now = _now()
     return (
         x509.CertificateBuilder()
@@ -232,7 +253,7 @@ def _ca_builder(subject: x509.Name, issuer: x509.Name, public: CertificatePublic
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(ski or x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
     )
 
 

@@ -20,10 +20,11 @@ from pydantic import BaseModel, Field
 from .. import tokens
 from ..api.app import Route, agent_of, caller_of, json_response, read_body
 from ..api.errors import ApiError, BadRequest, Forbidden, NotFound
-from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, Task, TaskState, TaskStatus, now
+from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, Task, TaskState, TaskStatus, TLSInfoSpec, now
 from ..api.secrets import referenced
 from ..store.state import DOWN_REPORTS, SESSIONS, Conflict
 from .allocator import swarm_network_object
+from .rotation import issuer_info
 
 if TYPE_CHECKING:
     from .manager import Manager
@@ -146,6 +147,7 @@ async def open_session(request: web.Request) -> web.Response:
         if node is None:
             raise NotFound(f"node {node_id} is not part of this swarm")
         node.Description = body.description
+        node.Description.TLSInfo = _tls_info(mgr, request, body.description)
         node.Status = NodeStatus(State="ready", Addr=node.Status.Addr or peer_ip)
         node.UpdatedAt = now()
         try:
@@ -156,6 +158,18 @@ async def open_session(request: web.Request) -> web.Response:
     log.info("node %s opened a session with manager %s (lease %x, certificate serial %x)",
              node_id, mgr.node_id, lease, caller_of(request).identity.serial)
     return json_response({"lease": lease, "heartbeat_period": period, "managers": mgr.manager_addrs()})
+
+
+def _tls_info(mgr: "Manager", request: web.Request, description: NodeDescription) -> TLSInfoSpec | None:
+    """The node's TLSInfo: the roots it says it trusts, and the issuer of the certificate it presents here
+    (which the node cannot misstate)."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    leaf = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    issuer = mgr.authority.issuer_of(leaf) if leaf else None
+    if issuer is None:
+        return None
+    trust = description.TLSInfo.TrustRoot if description.TLSInfo else ""
+    return issuer_info(trust.encode(), issuer)
 
 
 async def heartbeat(request: web.Request) -> web.Response:
@@ -174,7 +188,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     if ttl <= 0:
         raise ApiError("session expired: open a new one", status=410)
     # A session keeps a period its lease outlives three times over, however the period has stretched since.
-    return json_response({"heartbeat_period": min(await mgr.heartbeat_period(), ttl / 3)})
+    authority = mgr.authority
+    return json_response({"heartbeat_period": min(await mgr.heartbeat_period(), ttl / 3),
+                          "trust_root": authority.trust_pem.decode(), "issuer": authority.signer.cert_pem.decode()})
 
 
 async def leave(request: web.Request) -> web.Response:

@@ -11,18 +11,20 @@ import base64
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from .. import pki
+from .. import pki, tokens
 from ..api.errors import ApiError, BadRequest
-from ..api.models import JoinTokenPair, Node, NodeDescription, NodeSpec, NodeStatus
+from ..api.models import JoinTokenPair, Node, NodeDescription, NodeSpec, NodeStatus, Swarm, now
 from ..store.etcd import EtcdClient, EtcdError, cmp_absent, op_put
-from ..store.state import CA_KEY, ETCD_CA_KEY, JOIN_TOKENS, LEADER_KEY, MANAGERS, REMOVED, Cache, Store
+from ..store.state import CA_KEY, ETCD_CA_KEY, JOIN_TOKENS, LEADER_KEY, MANAGERS, REMOVED, Cache, Conflict, Store
 from .ca import RootCA, node_certificates
 from .control import ControlLoop
 from .etcd_member import EtcdMember, client_url, peer_url
-from .keys import CA_AAD, ETCD_CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, seal, unseal, value_aad
+from .keys import ETCD_CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, seal, unseal, value_aad
 from .logbroker import LogBroker
+from .rotation import Authority, authority_from_record
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ MANAGER_TTL = 5
 # a TLS request and an etcd lease renewal: at 2,500 nodes and 5 s they would take most of a core). A node that
 # dies is still found within seconds by gossip; only nodes without gossip wait for their lease.
 HEARTBEATS_PER_MANAGER = 100.0
+CA_CHECK_PERIOD = 1.0  # seconds between looks at the CA record and, during a rotation, at the nodes' certificates
 
 
 def stretched_period(configured: float, sessions: int, managers: int) -> float:
@@ -60,7 +63,10 @@ class Manager:
         self.member = member
         self.store = Store(etcd)
         self.cache = Cache(etcd)
-        self.root_ca: RootCA
+        self.authority: Authority
+        self._ca_record: dict[str, Any] = {}
+        # Called with the new authority when the CA record changes (a rotation starts or ends).
+        self.on_authority: Callable[[Authority], None] = lambda authority: None
         self.etcd_ca: RootCA
         self.running = False
         self.is_leader = False
@@ -76,6 +82,10 @@ class Manager:
         self._opened: dict[tuple[str, str], tuple[str, str]] = {}
 
     @property
+    def root_ca(self) -> RootCA:
+        return self.authority.root
+
+    @property
     def api_addr(self) -> str:
         return f"{self.advertise_ip}:{self.api_port}"
 
@@ -86,13 +96,8 @@ class Manager:
         record = await self.store.get_json(CA_KEY)
         if record is None:
             raise RuntimeError("the store holds no root CA: this etcd does not belong to an initialised swarm")
-        if "sealed_key" in record:
-            if self.data_key is None:
-                raise RuntimeError("this manager holds no data key, so it cannot open the CA's signing key")
-            ca_key = unseal(self.data_key, record["sealed_key"], CA_AAD)
-        else:
-            ca_key = record["key"].encode()  # a swarm initialised before the key was sealed
-        self.root_ca = RootCA.from_pem(record["cert"].encode(), ca_key)
+        self.authority = authority_from_record(record, self.data_key)
+        self._ca_record = record
         etcd_record = await self.store.get_json(ETCD_CA_KEY)
         if etcd_record is None or self.data_key is None:
             raise RuntimeError("this manager cannot open the etcd CA: the store holds none, or the data key is missing")
@@ -103,6 +108,7 @@ class Manager:
             asyncio.create_task(self.cache.run(), name="cache"),
             asyncio.create_task(self._advertise(), name="manager-record"),
             asyncio.create_task(self._campaign(), name="election"),
+            asyncio.create_task(self._follow_ca(), name="root-ca"),
         ]
         await self.cache.ready()
         if self.data_key is not None and self.key_file is not None:
@@ -213,6 +219,58 @@ class Manager:
     def join_tokens_op(self, pair: JoinTokenPair) -> dict[str, Any]:
         return op_put(JOIN_TOKENS, seal(self._key(), pair.model_dump_json().encode(), TOKENS_AAD))
 
+    async def refresh_authority(self) -> Authority:
+        """The signing authority as the store holds it now: another manager may have started or ended a rotation."""
+        record = await self.store.get_json(CA_KEY)
+        if record is not None and record != self._ca_record:
+            self.authority = authority_from_record(record, self.data_key)
+            self._ca_record = record
+            new = self.authority.new
+            log.info("manager %s: root CA %s%s", self.node_id, self.authority.root.digest,
+                     f", rotating to {new.digest}" if new else "")
+            self.on_authority(self.authority)
+        return self.authority
+
+    def authority_op(self, authority: Authority) -> dict[str, Any]:
+        return op_put(CA_KEY, json.dumps(authority.record(self._key())))
+
+    async def _follow_ca(self) -> None:
+        """Follow the CA record; the leader ends a rotation once every node holds a certificate from the new root."""
+        while True:
+            try:
+                # The cluster first: a rotation started after this read changes its version, and the finish fails.
+                cluster = await self.store.get_cluster()
+                authority = await self.refresh_authority()
+                if authority.rotating and self.is_leader and cluster is not None:
+                    await self._finish_rotation(cluster, authority)
+            except (EtcdError, ApiError, ValueError, RuntimeError) as exc:
+                # ValueError/RuntimeError: a CA record this manager cannot open; it keeps the authority it has.
+                log.error("manager %s: could not check the root CA: %s", self.node_id, exc)
+            await asyncio.sleep(CA_CHECK_PERIOD)
+
+    async def _finish_rotation(self, cluster: Swarm, authority: Authority) -> None:
+        wanted = authority.tls_info()
+        behind = [n.ID for n in await self.store.list(Node)
+                  if n.Description.TLSInfo is None
+                  or n.Description.TLSInfo.CertIssuerPublicKey != wanted.CertIssuerPublicKey
+                  or n.Description.TLSInfo.CertIssuerSubject != wanted.CertIssuerSubject]
+        if behind:
+            log.debug("root rotation waits for nodes %s", ", ".join(sorted(behind)))
+            return
+        done = authority.finished()
+        cluster.RootRotationInProgress = False
+        cluster.TLSInfo = done.tls_info()
+        cluster.UpdatedAt = now()
+        # Join tokens name the root's digest: the old ones would point joining nodes at a root no longer trusted.
+        join_tokens = JoinTokenPair(Worker=tokens.new_token(done.root.cert_pem), Manager=tokens.new_token(done.root.cert_pem))
+        try:
+            await self.store.put_cluster(cluster, also=[self.authority_op(done), self.join_tokens_op(join_tokens)])
+        except Conflict:
+            return  # the swarm changed meanwhile (another rotation, say): look again next time
+        log.info("root rotation finished: root CA %s replaces %s; join tokens renewed", done.root.digest,
+                 authority.root.digest)
+        await self.refresh_authority()
+
     async def _keep_key_file(self) -> None:
         """Keep this manager's copy of the data key sealed with the swarm's current unlock key (or in the
         clear without autolock), whichever manager switched autolock or rotated the key."""
@@ -317,7 +375,9 @@ class Manager:
         cluster = await self.store.get_cluster()
         assert cluster is not None
         try:
-            cert, etcd_cert = node_certificates(self.root_ca, self.etcd_ca, csr_pem, node_id=node_id, role=role,
+            await self.refresh_authority()
+            authority = self.authority
+            cert, etcd_cert = node_certificates(authority.signer, self.etcd_ca, csr_pem, node_id=node_id, role=role,
                                                 cluster_id=self.cluster_id,
                                                 expiry_ns=cluster.Spec.CAConfig.NodeCertExpiry, ip=ip)
         except ValueError as exc:
@@ -326,8 +386,8 @@ class Manager:
             "node_id": node_id,
             "cluster_id": self.cluster_id,
             "role": role,
-            "cert": cert.decode(),
-            "ca": self.root_ca.cert_pem.decode(),
+            "cert": authority.chain(cert).decode(),
+            "ca": authority.trust_pem.decode(),
             "managers": self.manager_addrs(),
         }
         if etcd_cert is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import threading
 from collections.abc import Iterable, Iterator
 from functools import partial
@@ -73,6 +74,21 @@ class LogPublisher:
         self._tasks: dict[str, Task] = {}
         self._changed = asyncio.Event()
         self._http: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._retired: set[asyncio.Task[None]] = set()
+
+    def adopt(self, certs: pki.NodeCerts) -> None:
+        """Present renewed certificates from the next connection on; other roots (a root rotation) need a new client,
+        the old one closes in the background."""
+        old, self.certs = self.certs, certs
+        if self._ssl is not None and certs.ca_pem == old.ca_pem:
+            pki.load_chain(self._ssl, certs.cert_pem, certs.key_pem)
+            return
+        stale, self._http, self._ssl = self._http, None, None
+        if stale is not None:
+            closing = asyncio.get_running_loop().create_task(stale.close())
+            self._retired.add(closing)
+            closing.add_done_callback(self._retired.discard)
 
     @property
     def active(self) -> int:
@@ -247,8 +263,8 @@ class LogPublisher:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None:
-            context = pki.client_context(self.certs.ca_pem, self.certs.cert_pem, self.certs.key_pem)
-            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context),
+            self._ssl = pki.client_context(self.certs.ca_pem, self.certs.cert_pem, self.certs.key_pem)
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl),
                                                timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT, sock_connect=3))
         return self._http
 

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 
 from .. import pki
-from ..api.models import ServiceEndpoint, SubscriptionMessage, Task, TaskState, TaskStatus
+from ..api.models import ServiceEndpoint, SubscriptionMessage, Task, TaskState, TaskStatus, TLSInfoSpec
 from .container_config import host_ports
 from .executor import Executor, Observed
 from .logs import LogPublisher
@@ -47,6 +47,7 @@ class WorkerSession:
         hostname: str,
         on_managers: Callable[[list[str]], None],
         on_role: Callable[[str], None],
+        on_authority: Callable[[bytes, bytes], None] = lambda trust, issuer: None,
         network: NodeNetwork | None = None,
         files: TaskFiles | None = None,
     ) -> None:
@@ -58,6 +59,10 @@ class WorkerSession:
         self.hostname = hostname
         self.on_managers = on_managers
         self.on_role = on_role
+        # Told the roots the managers trust and the CA certificate they sign with, on every heartbeat.
+        self.on_authority = on_authority
+        # Set when renewed certificates change what the managers should know of this node's TLS (a root rotation).
+        self._reopen = asyncio.Event()
         # None on hollow nodes, whose tasks have no containers to network.
         self.network = network
         # None on hollow nodes too: their containers have no files to mount.
@@ -85,8 +90,15 @@ class WorkerSession:
 
     def adopt(self, certs: pki.NodeCerts) -> None:
         """Present renewed certificates from the next connection on; the open session goes on with the old ones."""
-        pki.load_chain(self._ssl, certs.cert_pem, certs.key_pem)
-        self.certs = certs
+        old, self.certs = self.certs, certs
+        self.logs.adopt(certs)
+        if certs.ca_pem == old.ca_pem and pki.issuer_key_id(certs.cert_pem) == pki.issuer_key_id(old.cert_pem):
+            pki.load_chain(self._ssl, certs.cert_pem, certs.key_pem)
+            return
+        # Other roots or another issuer: a context that trusts the new roots only, and a new session that
+        # tells the managers this node's new TLSInfo (as Docker's agent does when its certificate's issuer changes).
+        self._ssl = pki.client_context(certs.ca_pem, certs.cert_pem, certs.key_pem)
+        self._reopen.set()
 
     async def run(self) -> None:
         events = asyncio.create_task(self._watch_engine(), name="engine-events")
@@ -123,6 +135,9 @@ class WorkerSession:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
             base = f"https://{addr}/swarmd"
             description = await asyncio.to_thread(self.executor.describe, self.hostname)
+            # The managers fill in the issuer from the certificate this connection presents.
+            description.TLSInfo = TLSInfoSpec(TrustRoot=self.certs.ca_pem.decode())
+            self._reopen.clear()
             async with http.post(base + "/session", json={"description": description.wire()},
                                  timeout=aiohttp.ClientTimeout(total=10)) as resp:
                 body = await resp.json(content_type=None)
@@ -140,6 +155,7 @@ class WorkerSession:
                 asyncio.create_task(self._heartbeats(http, base, int(body["lease"]), float(body["heartbeat_period"]))),
                 asyncio.create_task(self._assignments(http, base, float(body["heartbeat_period"]))),
                 asyncio.create_task(self._reports(http, base)),
+                asyncio.create_task(self._reopen_wanted()),
             ]
             try:
                 done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
@@ -151,6 +167,10 @@ class WorkerSession:
                 for job in jobs:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await job
+
+    async def _reopen_wanted(self) -> None:
+        await self._reopen.wait()
+        raise aiohttp.ClientError("reopening the session with renewed certificates")
 
     def _learn_managers(self, managers: list[str]) -> None:
         if managers and sorted(managers) != sorted(self.managers):
@@ -170,6 +190,8 @@ class WorkerSession:
                 if resp.status != 200:
                     raise aiohttp.ClientError(f"heartbeat refused: {body.get('message', resp.status)}")
                 period = float(body.get("heartbeat_period", period))
+                if body.get("trust_root") and body.get("issuer"):
+                    self.on_authority(body["trust_root"].encode(), body["issuer"].encode())
 
     async def _assignments(self, http: aiohttp.ClientSession, base: str, period: float) -> None:
         async with http.get(base + "/assignments") as resp:
