@@ -294,32 +294,50 @@ async def assignments(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _changes(mgr: "Manager", node_id: str, wanted: dict[str, TaskStatus]) -> list[Task]:
+    """The cached tasks moved to the states ``node_id`` reported, leaving out states older than the stored one.
+
+    Each keeps the revision it was read at, so its write fails if the task moved since (see ``TaskWrites``)."""
+    changes = []
+    for task_id, status in wanted.items():
+        task = mgr.cache.state.tasks.get(task_id)
+        if task is None:
+            continue
+        if task.NodeID != node_id:
+            raise Forbidden(f"task {task_id} is not assigned to node {node_id}")
+        if status.State.rank < task.Status.State.rank or status == task.Status:
+            continue
+        changed = task.model_copy()
+        changed.Status = status
+        changed.UpdatedAt = now()
+        changes.append(changed)
+    return changes
+
+
 async def report_status(request: web.Request) -> web.Response:
-    """Record what a worker observed; a task's state never moves backwards, and only its own node may report it."""
+    """Record what a worker observed; a task's state never moves backwards, and only its own node may report it.
+
+    The whole report is checked before anything is written, and written with other nodes' reports in few
+    transactions (``TaskWrites``); the answer comes once it is stored."""
     mgr = manager_of(request)
     node_id = node_of(request)
     body: StatusBody = await read_body(request, "status report")
+    wanted = {update.ID: update.Status for update in body.updates}
     accepted = 0
-    for update in body.updates:
-        for _ in range(5):
-            task = mgr.cache.state.tasks.get(update.ID)
-            if task is None:
-                break
-            if task.NodeID != node_id:
-                raise Forbidden(f"task {update.ID} is not assigned to node {node_id}")
-            if update.Status.State.rank < task.Status.State.rank or update.Status == task.Status:
-                break
-            changed = task.model_copy()
-            changed.Status = update.Status
-            changed.UpdatedAt = now()
-            try:
-                await mgr.store.update(changed)
+    for _ in range(5):
+        changes = _changes(mgr, node_id, wanted)
+        if not changes:
+            break
+        written = await mgr.task_writes.write(changes)
+        for task, ok in zip(changes, written):
+            if ok:
                 accepted += 1
-                log.info("task %s on node %s is %s %s", task.ID, node_id, update.Status.State.value, update.Status.Err or "")
-                break
-            except Conflict:
-                # Our cache was behind: read the task afresh and decide again.
-                await mgr.cache.barrier()
+                log.info("task %s on node %s is %s %s", task.ID, node_id, task.Status.State.value, task.Status.Err or "")
+        wanted = {task.ID: task.Status for task, ok in zip(changes, written) if not ok}
+        if not wanted:
+            break
+        # Our cache was behind for these: read them afresh and decide again.
+        await mgr.cache.barrier()
     for dead in body.down:
         if dead != node_id and dead in mgr.cache.state.nodes:
             lease = await mgr.store.etcd.lease_grant(DOWN_REPORT_TTL)

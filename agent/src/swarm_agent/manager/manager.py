@@ -25,6 +25,7 @@ from .etcd_member import EtcdMember, client_url, peer_url
 from .keys import ETCD_CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, seal, unseal, value_aad
 from .logbroker import LogBroker
 from .rotation import Authority, authority_from_record
+from .task_writes import TaskWrites
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Manager:
         self.member = member
         self.store = Store(etcd)
         self.cache = Cache(etcd)
+        self.task_writes = TaskWrites(self.store)
         self.authority: Authority
         self._ca_record: dict[str, Any] = {}
         # Called with the new authority when the CA record changes (a rotation starts or ends).

@@ -45,9 +45,11 @@ from .etcd import (
     KeyValue,
     cmp_absent,
     cmp_mod,
+    guard_holds,
     op_delete,
     op_delete_prefix,
     op_put,
+    op_read_guarded,
 )
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,8 @@ TABLES: dict[type, str] = {
     Service: ROOT + "services/", Task: ROOT + "tasks/", Node: ROOT + "nodes/", Network: ROOT + "networks/",
     Secret: ROOT + "secrets/", Config: ROOT + "configs/",
 }
-# etcd refuses transactions of more than 128 operations by default.
+# etcd (--max-txn-ops, default 128) refuses a transaction with more than this many compares, or success
+# operations, or failure operations: each list counts on its own.
 MAX_TXN_OPS = 128
 
 M = TypeVar("M", bound=Wire)
@@ -156,6 +159,11 @@ def decode(model: type[M], kv: KeyValue) -> M:
 
 def encode(obj: Wire) -> str:
     return obj.model_dump_json(exclude_none=True)
+
+
+def _guarded_put(obj: Wire) -> GuardedOp:
+    """Write ``obj`` only if its key is still at the revision it was read at."""
+    return cmp_mod(key_of(obj), obj.Version.Index), op_put(key_of(obj), encode(obj))  # type: ignore[attr-defined]
 
 
 class Store:
@@ -271,32 +279,40 @@ class Store:
     ) -> int:
         """Write many objects, each guarded by its own revision.
 
-        Batched into few transactions; a batch that fails its guards is
-        retried one object at a time so that one stale object does not hold
-        back the rest. Returns how many writes were refused as stale.
+        Batched into few transactions; a stale object does not hold back
+        the rest. Returns how many writes were refused as stale.
         """
         ops: list[GuardedOp] = []
         for obj in creates:
             ops.append((cmp_absent(key_of(obj)), op_put(key_of(obj), encode(obj))))
-        for obj in updates:
-            ops.append((cmp_mod(key_of(obj), obj.Version.Index), op_put(key_of(obj), encode(obj))))  # type: ignore[attr-defined]
+        ops += [_guarded_put(obj) for obj in updates]
         for obj in deletes:
             ops.append((cmp_mod(key_of(obj), obj.Version.Index), op_delete(key_of(obj))))  # type: ignore[attr-defined]
         return len(await self._guarded(ops))
 
+    async def update_each(self, objs: Sequence[Wire]) -> set[int]:
+        """Write each object if nobody changed it since its ``Version.Index`` was read, in as few transactions
+        as etcd allows; returns the indexes of the objects refused as stale (the others are written)."""
+        return await self._guarded([_guarded_put(obj) for obj in objs])
+
     async def _guarded(self, ops: Sequence[GuardedOp]) -> set[int]:
-        """Run (guard, op) pairs in few transactions; a batch that fails its guards is retried one pair at a
-        time, so that one stale pair does not hold back the rest. Returns the indexes of the refused pairs."""
+        """Run (guard, op) pairs in few transactions. A transaction whose guards do not all hold reads the
+        guarded keys instead, so it tells which pairs are stale; the others go again without them at once
+        (not one transaction per pair). Returns the indexes of the refused pairs."""
         refused: set[int] = set()
-        for start in range(0, len(ops), MAX_TXN_OPS // 2):
-            chunk = ops[start : start + MAX_TXN_OPS // 2]
-            ok, _, _ = await self.etcd.txn([c for c, _ in chunk], [o for _, o in chunk])
-            if ok:
-                continue
-            for offset, (guard, op) in enumerate(chunk):
-                one_ok, _, _ = await self.etcd.txn([guard], [op])
-                if not one_ok:
-                    refused.add(start + offset)
+        for start in range(0, len(ops), MAX_TXN_OPS):
+            pending = list(range(start, min(start + MAX_TXN_OPS, len(ops))))
+            while pending:
+                guards = [ops[i][0] for i in pending]
+                ok, _, responses = await self.etcd.txn(
+                    guards, [ops[i][1] for i in pending], [op_read_guarded(g) for g in guards]
+                )
+                if ok:
+                    break
+                # The reads ran in the same transaction as the failed compares, so at least one shows stale.
+                holds = [guard_holds(g, r) for g, r in zip(guards, responses)]
+                refused.update(i for i, held in zip(pending, holds) if not held)
+                pending = [i for i, held in zip(pending, holds) if held]
         return refused
 
     async def claim_addresses(self, claims: dict[str, str]) -> set[str]:
