@@ -184,7 +184,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     if record is None or int(record.get("lease", 0)) != body.lease:
         raise ApiError(f"session expired: lease {body.lease:x} is not the session of node {node_id}; "
                        "open a new one", status=410)
-    ttl = await mgr.store.etcd.lease_keepalive(body.lease)
+    ttl = await mgr.leases.lease_keepalive(body.lease)
     if ttl <= 0:
         raise ApiError("session expired: open a new one", status=410)
     # A session keeps a period its lease outlives three times over, however the period has stretched since.

@@ -65,6 +65,9 @@ class Manager:
         self.store = Store(etcd)
         self.cache = Cache(etcd)
         self.task_writes = TaskWrites(self.store)
+        # Heartbeats renew leases through connections of their own: a node whose heartbeats arrive must not
+        # lose its session because status writes and reads hold every connection of the store's pool.
+        self.leases = etcd.sibling(etcd.endpoints)
         self.authority: Authority
         self._ca_record: dict[str, Any] = {}
         # Called with the new authority when the CA record changes (a rotation starts or ends).
@@ -132,6 +135,7 @@ class Manager:
             with contextlib.suppress(EtcdError):
                 await self.store.etcd.lease_revoke(self._record_lease)
         await self.store.etcd.close()
+        await self.leases.close()
 
     # ------------------------------------------------------------- records
 
@@ -167,10 +171,10 @@ class Manager:
     def _learn_endpoints(self) -> None:
         """Let the etcd client fail over to the other managers' members."""
         urls = [m["etcd_client"] for m in self.cache.state.managers.values() if "etcd_client" in m]
-        etcd = self.store.etcd
-        for url in urls:
-            if url not in etcd.endpoints:
-                etcd.endpoints.append(url)
+        for etcd in (self.store.etcd, self.leases):
+            for url in urls:
+                if url not in etcd.endpoints:
+                    etcd.endpoints.append(url)
 
     # ---------------------------------------------------------------- keys
 

@@ -182,10 +182,17 @@ class WorkerSession:
     # ------------------------------------------------------------- streams
 
     async def _heartbeats(self, http: aiohttp.ClientSession, base: str, lease: int, period: float) -> None:
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
         while True:
-            await asyncio.sleep(period)
+            # A period after the last one was sent, not answered: a late answer is not followed by a whole
+            # period of silence.
+            await asyncio.sleep(max(0.0, sent + period - loop.time()))
+            sent = loop.time()
+            # The lease outlives three periods, so a manager slow to answer one heartbeat (a burst of reports)
+            # has not lost the session: giving up after one period would add a new session's work to its load.
             async with http.post(base + "/heartbeat", json={"lease": lease},
-                                 timeout=aiohttp.ClientTimeout(total=period)) as resp:
+                                 timeout=aiohttp.ClientTimeout(total=2 * period)) as resp:
                 body = await resp.json(content_type=None)
                 if resp.status != 200:
                     raise aiohttp.ClientError(f"heartbeat refused: {body.get('message', resp.status)}")
