@@ -65,8 +65,8 @@ class Manager:
         self.store = Store(etcd)
         self.cache = Cache(etcd)
         self.task_writes = TaskWrites(self.store)
-        # Heartbeats renew leases through connections of their own: a node whose heartbeats arrive must not
-        # lose its session because status writes and reads hold every connection of the store's pool.
+        # Leases (nodes' heartbeats, the leader's, this manager's record) are renewed through connections of
+        # their own: a lease must not lapse because status writes and reads hold every connection of the store's.
         self.leases = etcd.sibling(etcd.endpoints)
         self.authority: Authority
         self._ca_record: dict[str, Any] = {}
@@ -159,7 +159,7 @@ class Manager:
         while True:
             lease = self._record_lease
             try:
-                if not lease or await self.store.etcd.lease_keepalive(lease) <= 0:
+                if not lease or await self.leases.lease_keepalive(lease) <= 0:
                     self._record_lease = await self.store.etcd.lease_grant(MANAGER_TTL)
                     await self.store.put_json(MANAGERS + self.node_id, record, lease=self._record_lease)
                 self._learn_endpoints()
@@ -331,7 +331,7 @@ class Manager:
             while not control.done():
                 await asyncio.sleep(LEADER_TTL / 3)
                 try:
-                    ttl = await self.store.etcd.lease_keepalive(lease)
+                    ttl = await self.leases.lease_keepalive(lease)
                 except EtcdError as exc:
                     log.warning("leader %s could not renew its lease: %s", self.node_id, exc)
                     ttl = -1
