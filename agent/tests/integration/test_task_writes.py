@@ -36,6 +36,7 @@ def counting_txns(store: Store) -> list[int]:
 
 def moved(task: Task, state: TaskState) -> Task:
     changed = task.model_copy()
+    changed.Version = task.Version.model_copy()
     changed.Status = TaskStatus(State=state)
     return changed
 
@@ -48,7 +49,7 @@ async def test_reports_share_transactions_and_a_stale_state_never_overwrites_a_n
     newer.Status = TaskStatus(State=TaskState.RUNNING)
     await store.update(newer)
     calls = counting_txns(store)
-    writes = TaskWrites(store)
+    writes = TaskWrites(store, lambda: 0)
     results = await asyncio.gather(
         writes.write([moved(read["t0"], TaskState.RUNNING)]),
         writes.write([moved(read["t1"], TaskState.PREPARING)]),
@@ -68,7 +69,7 @@ async def test_writes_fill_transactions_up_to_the_limit_etcd_accepts(store):
     await store.apply(creates=[Task(ID=f"t{i:03}", ServiceID="s", Spec=SPEC) for i in range(count)])
     tasks = await store.list(Task)
     calls = counting_txns(store)
-    results = await TaskWrites(store).write([moved(t, TaskState.RUNNING) for t in tasks])
+    results = await TaskWrites(store, lambda: 0).write([moved(t, TaskState.RUNNING) for t in tasks])
     assert results == [True] * count
     assert calls == [MAX_TXN_OPS, 2]
     assert {t.Status.State for t in await store.list(Task)} == {TaskState.RUNNING}
@@ -79,6 +80,24 @@ async def test_an_unreachable_etcd_fails_the_report_instead_of_acknowledging_it(
     task = await store.get(Task, "t0")
     unreachable = EtcdClient(["http://127.0.0.1:9"], timeout=1)
     with pytest.raises(Exception, match="no etcd endpoint answered"):
-        await TaskWrites(Store(unreachable)).write([moved(task, TaskState.RUNNING)])
+        await TaskWrites(Store(unreachable), lambda: 0).write([moved(task, TaskState.RUNNING)])
     await unreachable.close()
     assert (await store.get(Task, "t0")).Status.State == task.Status.State
+
+
+async def test_a_write_is_the_base_of_the_next_one_until_the_cache_holds_it(store):
+    await store.apply(creates=[Task(ID="t0", ServiceID="s", Spec=SPEC)])
+    cached = await store.get(Task, "t0")  # what a cache trailing the writes below would still hold
+    cache_revision = cached.Version.Index
+    writes = TaskWrites(store, lambda: cache_revision)
+    assert await writes.write([moved(cached, TaskState.STARTING)]) == [True]
+    # The next report is checked against the write, not the cached task: it is not refused as stale.
+    base = writes.latest(cached)
+    assert base.Status.State == TaskState.STARTING and base.Version.Index > cached.Version.Index
+    assert await writes.write([moved(base, TaskState.RUNNING)]) == [True]
+    stored = await store.get(Task, "t0")
+    assert stored.Status.State == TaskState.RUNNING
+    # Once the cache holds the writes, it is the base again.
+    cache_revision = stored.Version.Index
+    assert await writes.write([moved(cached, TaskState.FAILED)]) == [False]  # and a stale base still loses
+    assert writes.latest(stored) is stored

@@ -295,7 +295,7 @@ async def assignments(request: web.Request) -> web.StreamResponse:
 
 
 def _changes(mgr: "Manager", node_id: str, wanted: dict[str, TaskStatus]) -> list[Task]:
-    """The cached tasks moved to the states ``node_id`` reported, leaving out states older than the stored one.
+    """The tasks moved to the states ``node_id`` reported, leaving out states older than the stored one.
 
     Each keeps the revision it was read at, so its write fails if the task moved since (see ``TaskWrites``)."""
     changes = []
@@ -303,11 +303,13 @@ def _changes(mgr: "Manager", node_id: str, wanted: dict[str, TaskStatus]) -> lis
         task = mgr.cache.state.tasks.get(task_id)
         if task is None:
             continue
+        task = mgr.task_writes.latest(task)
         if task.NodeID != node_id:
             raise Forbidden(f"task {task_id} is not assigned to node {node_id}")
         if status.State.rank < task.Status.State.rank or status == task.Status:
             continue
         changed = task.model_copy()
+        changed.Version = task.Version.model_copy()  # the write sets its new index: not the cached task's
         changed.Status = status
         changed.UpdatedAt = now()
         changes.append(changed)

@@ -64,7 +64,7 @@ class Manager:
         self.member = member
         self.store = Store(etcd)
         self.cache = Cache(etcd)
-        self.task_writes = TaskWrites(self.store)
+        self.task_writes = TaskWrites(self.store, lambda: self.cache.revision)
         # Leases (nodes' heartbeats, the leader's, this manager's record) are renewed through connections of
         # their own: a lease must not lapse because status writes and reads hold every connection of the store's.
         self.leases = etcd.sibling(etcd.endpoints)

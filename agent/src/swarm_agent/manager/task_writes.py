@@ -4,11 +4,15 @@ At a thousand nodes, one transaction per reported task state was the manager's l
 still is many small ones. Reports arriving within a few milliseconds share transactions, and each report is
 answered only once the transaction holding its tasks is committed, so a node never takes a state for stored
 that was lost.
+
+The manager's cache learns of these writes only through its etcd watch, which trails them under load: a node's
+next report (starting, then running, half a second apart) would be checked against the state before its last
+one and refused as stale. So the tasks written here are kept until the cache has caught up with them.
 """
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..api.models import Task
 from ..store.state import MAX_TXN_OPS, Store
@@ -19,13 +23,21 @@ log = logging.getLogger(__name__)
 class TaskWrites:
     """A write-behind queue of task updates, each guarded by the revision its task was read at."""
 
-    def __init__(self, store: Store, delay: float = 0.005, batch: int = MAX_TXN_OPS) -> None:
+    def __init__(self, store: Store, cached_revision: Callable[[], int], delay: float = 0.005,
+                 batch: int = MAX_TXN_OPS) -> None:
         self._store = store
+        self._cached_revision = cached_revision  # the revision the manager's cache holds
+        self._written: dict[str, Task] = {}  # tasks written here that the cache may not hold yet
         self._delay = delay  # how long the first update of a batch waits for others
         self._batch = batch
         self._queue: list[tuple[Task, asyncio.Future[bool]]] = []
         self._full = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+
+    def latest(self, cached: Task) -> Task:
+        """The newer of the cached task and the one last written here."""
+        written = self._written.get(cached.ID)
+        return written if written is not None and written.Version.Index > cached.Version.Index else cached
 
     async def write(self, tasks: Sequence[Task]) -> list[bool]:
         """Write ``tasks``; for each, whether it was written (False: somebody wrote it since it was read)."""
@@ -74,6 +86,10 @@ class TaskWrites:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for i, (_, future) in enumerate(batch):
+            cached = self._cached_revision()
+            self._written = {tid: t for tid, t in self._written.items() if t.Version.Index > cached}
+            for i, (task, future) in enumerate(batch):
+                if i not in refused:
+                    self._written[task.ID] = task
                 if not future.done():
                     future.set_result(i not in refused)

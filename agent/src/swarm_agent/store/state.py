@@ -292,22 +292,30 @@ class Store:
 
     async def update_each(self, objs: Sequence[Wire]) -> set[int]:
         """Write each object if nobody changed it since its ``Version.Index`` was read, in as few transactions
-        as etcd allows; returns the indexes of the objects refused as stale (the others are written)."""
-        return await self._guarded([_guarded_put(obj) for obj in objs])
+        as etcd allows; returns the indexes of the objects refused as stale. The others are written, and their
+        ``Version.Index`` is now the revision that wrote them."""
+        revisions: dict[int, int] = {}
+        refused = await self._guarded([_guarded_put(obj) for obj in objs], revisions)
+        for i, revision in revisions.items():
+            objs[i].Version.Index = revision  # type: ignore[attr-defined]
+        return refused
 
-    async def _guarded(self, ops: Sequence[GuardedOp]) -> set[int]:
+    async def _guarded(self, ops: Sequence[GuardedOp], revisions: dict[int, int] | None = None) -> set[int]:
         """Run (guard, op) pairs in few transactions. A transaction whose guards do not all hold reads the
         guarded keys instead, so it tells which pairs are stale; the others go again without them at once
-        (not one transaction per pair). Returns the indexes of the refused pairs."""
+        (not one transaction per pair). Returns the indexes of the refused pairs; ``revisions`` gets the
+        revision that wrote each of the others."""
         refused: set[int] = set()
         for start in range(0, len(ops), MAX_TXN_OPS):
             pending = list(range(start, min(start + MAX_TXN_OPS, len(ops))))
             while pending:
                 guards = [ops[i][0] for i in pending]
-                ok, _, responses = await self.etcd.txn(
+                ok, revision, responses = await self.etcd.txn(
                     guards, [ops[i][1] for i in pending], [op_read_guarded(g) for g in guards]
                 )
                 if ok:
+                    if revisions is not None:
+                        revisions.update(dict.fromkeys(pending, revision))
                     break
                 # The reads ran in the same transaction as the failed compares, so at least one shows stale.
                 holds = [guard_holds(g, r) for g, r in zip(guards, responses)]
