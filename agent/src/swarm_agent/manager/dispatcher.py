@@ -226,7 +226,7 @@ def _values(mgr: "Manager", tasks: list[Task]) -> dict[str, dict[str, str]]:
 def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
     state = mgr.cache.state
     node_tasks = [state.tasks[t] for t in sorted(state.tasks_by_node.get(node_id, ())) if t in state.tasks]
-    tasks = [t.wire() for t in node_tasks]
+    tasks = [state.task_wire(t) for t in node_tasks]
     node = state.nodes.get(node_id)
     services = {t["ServiceID"]: state.services[t["ServiceID"]].Spec.Name for t in tasks if t["ServiceID"] in state.services}
     networks = [

@@ -380,6 +380,16 @@ class Snapshot:
     # go), and when any node record did: the leader reconciles only what moved since its last pass.
     service_stamps: dict[str, int] = field(default_factory=dict)
     nodes_stamp: int = 0
+    # task ID -> (the task object, its wire form): see task_wire.
+    _task_wires: dict[str, tuple[Task, dict[str, Any]]] = field(default_factory=dict)
+
+    def task_wire(self, task: Task) -> dict[str, Any]:
+        """``task.wire()`` of a task of this snapshot, made once per version: a task is sent to its node and
+        listed by clients many times between changes. Callers must not change the dict."""
+        made = self._task_wires.get(task.ID)
+        if made is None or made[0] is not task:
+            made = self._task_wires[task.ID] = (task, task.wire())
+        return made[1]
 
     def touch_service(self, service_id: str) -> None:
         self.service_stamps[service_id] = next(_STAMPS)
@@ -422,6 +432,7 @@ class Snapshot:
         if old is not None:
             self.tasks_by_service.get(old.ServiceID, set()).discard(old.ID)
             if new is None:
+                self._task_wires.pop(old.ID, None)
                 self.forget_service(old.ServiceID)
             if old.NodeID:
                 self.tasks_by_node.get(old.NodeID, set()).discard(old.ID)
@@ -453,8 +464,12 @@ class Cache:
             try:
                 await self._load()
                 async for batch in self.etcd.watch_prefix(ROOT, self.revision + 1):
-                    for event in batch.events:
-                        self._apply(event.kind, event.kv)
+                    # A cache trailing a busy store gets a task's several states in one batch: only the last is
+                    # decoded (decoding was the largest part of applying a batch).
+                    last = {event.kv.key: i for i, event in enumerate(batch.events)}
+                    for i, event in enumerate(batch.events):
+                        if last[event.kv.key] == i:
+                            self._apply(event.kind, event.kv)
                     await self._advance(max(self.revision, batch.revision))
                 log.warning("etcd watch ended at revision %d; reconnecting", self.revision)
             except CompactedError as exc:
