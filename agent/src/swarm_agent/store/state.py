@@ -43,6 +43,7 @@ from .etcd import (
     EtcdClient,
     EtcdError,
     KeyValue,
+    WatchEvent,
     cmp_absent,
     cmp_mod,
     guard_holds,
@@ -90,6 +91,8 @@ GuardedOp = tuple[dict[str, Any], dict[str, Any]]
 """A compare and the operation it guards, in the etcd gateway's shape."""
 
 _STAMPS = itertools.count(1)
+# How many watch events the cache applies before letting other work run (between two revisions).
+YIELD_EVERY = 200
 
 
 class Conflict(Exception):
@@ -464,12 +467,7 @@ class Cache:
             try:
                 await self._load()
                 async for batch in self.etcd.watch_prefix(ROOT, self.revision + 1):
-                    # A cache trailing a busy store gets a task's several states in one batch: only the last is
-                    # decoded (decoding was the largest part of applying a batch).
-                    last = {event.kv.key: i for i, event in enumerate(batch.events)}
-                    for i, event in enumerate(batch.events):
-                        if last[event.kv.key] == i:
-                            self._apply(event.kind, event.kv)
+                    await self._apply_batch(batch.events)
                     await self._advance(max(self.revision, batch.revision))
                 log.warning("etcd watch ended at revision %d; reconnecting", self.revision)
             except CompactedError as exc:
@@ -488,6 +486,27 @@ class Cache:
             self._apply("put", kv)
         await self._advance(revision)
         self._ready.set()
+
+    async def _apply_batch(self, events: list[WatchEvent]) -> None:
+        """Apply a watch batch: of a key's changes only the last (a cache trailing a busy store gets a task's
+        several states in one batch, and decoding was most of the work), and letting other work run now and
+        then: thousands of events held the event loop for seconds on a loaded machine, and the renewals of
+        heartbeats and leases timed out meanwhile. Readers still see whole revisions only: other work runs
+        only where the state is that of the revision just applied."""
+        last = {event.kv.key: i for i, event in enumerate(events)}
+        deferred: set[str] = set()  # keys whose earlier changes were skipped and whose last is still to come
+        applied = 0
+        for i, event in enumerate(events):
+            key = event.kv.key
+            if last[key] != i:
+                deferred.add(key)
+                continue
+            if applied >= YIELD_EVERY and not deferred and event.kv.mod_revision != events[i - 1].kv.mod_revision:
+                applied = 0
+                await asyncio.sleep(0)
+            deferred.discard(key)
+            self._apply(event.kind, event.kv)
+            applied += 1
 
     def _apply(self, kind: str, kv: KeyValue) -> None:
         key, state = kv.key, self.state
