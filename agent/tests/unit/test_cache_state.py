@@ -1,4 +1,5 @@
-"""The cache's own bookkeeping: watch batches applied in whole revisions, wire forms of tasks never stale."""
+"""The store's own bookkeeping: watch batches applied in whole revisions, task wire forms never stale,
+writes split into transactions etcd accepts."""
 
 import asyncio
 
@@ -56,3 +57,15 @@ async def test_a_batch_lets_other_work_run_between_whole_revisions_only(monkeypa
     assert seen == [{}, {"t1": "running", "t2": "new"}, {"t1": "running", "t2": "new", "t3": "new"}]
     assert {tid: t.Status.State.value for tid, t in cache.state.tasks.items()} == {
         "t1": "running", "t2": "new", "t3": "new", "t4": "new"}
+
+
+def test_guarded_writes_are_split_by_count_and_by_size() -> None:
+    from swarm_agent.store.etcd import cmp_absent, op_put
+    from swarm_agent.store.state import MAX_TXN_BYTES, MAX_TXN_OPS, _chunks
+
+    small = [(cmp_absent(f"k{i}"), op_put(f"k{i}", "x")) for i in range(MAX_TXN_OPS + 1)]
+    assert _chunks(small) == [range(0, MAX_TXN_OPS), range(MAX_TXN_OPS, MAX_TXN_OPS + 1)]
+    big = "x" * (MAX_TXN_BYTES // 3)  # base64 makes it 4/3 as large: two fit, not three
+    large = [(cmp_absent(f"k{i}"), op_put(f"k{i}", big)) for i in range(5)]
+    assert _chunks(large) == [range(0, 2), range(2, 4), range(4, 5)]
+    assert _chunks([]) == []

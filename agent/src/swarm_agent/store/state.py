@@ -85,6 +85,7 @@ TABLES: dict[type, str] = {
 # etcd (--max-txn-ops, default 128) refuses a transaction with more than this many compares, or success
 # operations, or failure operations: each list counts on its own.
 MAX_TXN_OPS = 128
+MAX_TXN_BYTES = 1024 * 1024  # of values written in one transaction (base64, as sent)
 
 M = TypeVar("M", bound=Wire)
 GuardedOp = tuple[dict[str, Any], dict[str, Any]]
@@ -167,6 +168,22 @@ def encode(obj: Wire) -> str:
 def _guarded_put(obj: Wire) -> GuardedOp:
     """Write ``obj`` only if its key is still at the revision it was read at."""
     return cmp_mod(key_of(obj), obj.Version.Index), op_put(key_of(obj), encode(obj))  # type: ignore[attr-defined]
+
+
+def _chunks(ops: Sequence[GuardedOp]) -> list[range]:
+    """Split guarded operations into transactions etcd accepts: at most MAX_TXN_OPS of them, and requests well
+    below etcd's default --max-request-bytes (1.5 MiB) however large the objects written."""
+    chunks: list[range] = []
+    start = size = 0
+    for i, (_, op) in enumerate(ops):
+        op_size = len((op.get("request_put") or {}).get("value", ""))
+        if i > start and (i - start >= MAX_TXN_OPS or size + op_size > MAX_TXN_BYTES):
+            chunks.append(range(start, i))
+            start, size = i, 0
+        size += op_size
+    if start < len(ops):
+        chunks.append(range(start, len(ops)))
+    return chunks
 
 
 class Store:
@@ -309,8 +326,8 @@ class Store:
         (not one transaction per pair). Returns the indexes of the refused pairs; ``revisions`` gets the
         revision that wrote each of the others."""
         refused: set[int] = set()
-        for start in range(0, len(ops), MAX_TXN_OPS):
-            pending = list(range(start, min(start + MAX_TXN_OPS, len(ops))))
+        for chunk in _chunks(ops):
+            pending = list(chunk)
             while pending:
                 guards = [ops[i][0] for i in pending]
                 ok, revision, responses = await self.etcd.txn(
