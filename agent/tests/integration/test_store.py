@@ -186,3 +186,21 @@ async def test_control_loop_waits_for_its_own_writes_behind_a_lagging_cache(stor
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_sibling_client_renews_leases_while_every_connection_of_the_first_is_held(store):
+    lease = await store.etcd.lease_grant(30)
+    pool = store.etcd._http().connector
+    watches = [store.etcd.watch_prefix(f"/busy/{i}", 1) for i in range(pool.limit)]
+    try:
+        for watch in watches:  # each open watch stream holds one of the pool's connections
+            await anext(watch)
+        assert len(pool._acquired) == pool.limit
+        leases = store.etcd.sibling(store.etcd.endpoints)
+        try:
+            assert await leases.lease_keepalive(lease) > 0
+        finally:
+            await leases.close()
+    finally:
+        for watch in watches:
+            await watch.aclose()

@@ -66,7 +66,7 @@ async def list_tasks(request: web.Request) -> web.Response:
             service = state.services.get(task.ServiceID)
             if service is None or task.Spec != service.Spec.TaskTemplate:
                 continue
-        out.append(task.wire())
+        out.append(state.task_wire(task))
     out.sort(key=lambda t: (t["ServiceID"], t.get("Slot") or 0, t["CreatedAt"]))
     return json_response(out)
 

@@ -184,7 +184,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     if record is None or int(record.get("lease", 0)) != body.lease:
         raise ApiError(f"session expired: lease {body.lease:x} is not the session of node {node_id}; "
                        "open a new one", status=410)
-    ttl = await mgr.store.etcd.lease_keepalive(body.lease)
+    ttl = await mgr.leases.lease_keepalive(body.lease)
     if ttl <= 0:
         raise ApiError("session expired: open a new one", status=410)
     # A session keeps a period its lease outlives three times over, however the period has stretched since.
@@ -226,7 +226,7 @@ def _values(mgr: "Manager", tasks: list[Task]) -> dict[str, dict[str, str]]:
 def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
     state = mgr.cache.state
     node_tasks = [state.tasks[t] for t in sorted(state.tasks_by_node.get(node_id, ())) if t in state.tasks]
-    tasks = [t.wire() for t in node_tasks]
+    tasks = [state.task_wire(t) for t in node_tasks]
     node = state.nodes.get(node_id)
     services = {t["ServiceID"]: state.services[t["ServiceID"]].Spec.Name for t in tasks if t["ServiceID"] in state.services}
     networks = [
@@ -294,32 +294,52 @@ async def assignments(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _changes(mgr: "Manager", node_id: str, wanted: dict[str, TaskStatus]) -> list[Task]:
+    """The tasks moved to the states ``node_id`` reported, leaving out states older than the stored one.
+
+    Each keeps the revision it was read at, so its write fails if the task moved since (see ``TaskWrites``)."""
+    changes = []
+    for task_id, status in wanted.items():
+        task = mgr.cache.state.tasks.get(task_id)
+        if task is None:
+            continue
+        task = mgr.task_writes.latest(task)
+        if task.NodeID != node_id:
+            raise Forbidden(f"task {task_id} is not assigned to node {node_id}")
+        if status.State.rank < task.Status.State.rank or status == task.Status:
+            continue
+        changed = task.model_copy()
+        changed.Version = task.Version.model_copy()  # the write sets its new index: not the cached task's
+        changed.Status = status
+        changed.UpdatedAt = now()
+        changes.append(changed)
+    return changes
+
+
 async def report_status(request: web.Request) -> web.Response:
-    """Record what a worker observed; a task's state never moves backwards, and only its own node may report it."""
+    """Record what a worker observed; a task's state never moves backwards, and only its own node may report it.
+
+    The whole report is checked before anything is written, and written with other nodes' reports in few
+    transactions (``TaskWrites``); the answer comes once it is stored."""
     mgr = manager_of(request)
     node_id = node_of(request)
     body: StatusBody = await read_body(request, "status report")
+    wanted = {update.ID: update.Status for update in body.updates}
     accepted = 0
-    for update in body.updates:
-        for _ in range(5):
-            task = mgr.cache.state.tasks.get(update.ID)
-            if task is None:
-                break
-            if task.NodeID != node_id:
-                raise Forbidden(f"task {update.ID} is not assigned to node {node_id}")
-            if update.Status.State.rank < task.Status.State.rank or update.Status == task.Status:
-                break
-            changed = task.model_copy()
-            changed.Status = update.Status
-            changed.UpdatedAt = now()
-            try:
-                await mgr.store.update(changed)
+    for _ in range(5):
+        changes = _changes(mgr, node_id, wanted)
+        if not changes:
+            break
+        written = await mgr.task_writes.write(changes)
+        for task, ok in zip(changes, written):
+            if ok:
                 accepted += 1
-                log.info("task %s on node %s is %s %s", task.ID, node_id, update.Status.State.value, update.Status.Err or "")
-                break
-            except Conflict:
-                # Our cache was behind: read the task afresh and decide again.
-                await mgr.cache.barrier()
+                log.info("task %s on node %s is %s %s", task.ID, node_id, task.Status.State.value, task.Status.Err or "")
+        wanted = {task.ID: task.Status for task, ok in zip(changes, written) if not ok}
+        if not wanted:
+            break
+        # Our cache was behind for these: read them afresh and decide again.
+        await mgr.cache.barrier()
     for dead in body.down:
         if dead != node_id and dead in mgr.cache.state.nodes:
             lease = await mgr.store.etcd.lease_grant(DOWN_REPORT_TTL)

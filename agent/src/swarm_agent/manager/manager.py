@@ -25,6 +25,7 @@ from .etcd_member import EtcdMember, client_url, peer_url
 from .keys import ETCD_CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, seal, unseal, value_aad
 from .logbroker import LogBroker
 from .rotation import Authority, authority_from_record
+from .task_writes import TaskWrites
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,10 @@ class Manager:
         self.member = member
         self.store = Store(etcd)
         self.cache = Cache(etcd)
+        self.task_writes = TaskWrites(self.store, lambda: self.cache.revision)
+        # Leases (nodes' heartbeats, the leader's, this manager's record) are renewed through connections of
+        # their own: a lease must not lapse because status writes and reads hold every connection of the store's.
+        self.leases = etcd.sibling(etcd.endpoints)
         self.authority: Authority
         self._ca_record: dict[str, Any] = {}
         # Called with the new authority when the CA record changes (a rotation starts or ends).
@@ -130,6 +135,7 @@ class Manager:
             with contextlib.suppress(EtcdError):
                 await self.store.etcd.lease_revoke(self._record_lease)
         await self.store.etcd.close()
+        await self.leases.close()
 
     # ------------------------------------------------------------- records
 
@@ -153,7 +159,7 @@ class Manager:
         while True:
             lease = self._record_lease
             try:
-                if not lease or await self.store.etcd.lease_keepalive(lease) <= 0:
+                if not lease or await self.leases.lease_keepalive(lease) <= 0:
                     self._record_lease = await self.store.etcd.lease_grant(MANAGER_TTL)
                     await self.store.put_json(MANAGERS + self.node_id, record, lease=self._record_lease)
                 self._learn_endpoints()
@@ -165,10 +171,10 @@ class Manager:
     def _learn_endpoints(self) -> None:
         """Let the etcd client fail over to the other managers' members."""
         urls = [m["etcd_client"] for m in self.cache.state.managers.values() if "etcd_client" in m]
-        etcd = self.store.etcd
-        for url in urls:
-            if url not in etcd.endpoints:
-                etcd.endpoints.append(url)
+        for etcd in (self.store.etcd, self.leases):
+            for url in urls:
+                if url not in etcd.endpoints:
+                    etcd.endpoints.append(url)
 
     # ---------------------------------------------------------------- keys
 
@@ -325,7 +331,7 @@ class Manager:
             while not control.done():
                 await asyncio.sleep(LEADER_TTL / 3)
                 try:
-                    ttl = await self.store.etcd.lease_keepalive(lease)
+                    ttl = await self.leases.lease_keepalive(lease)
                 except EtcdError as exc:
                     log.warning("leader %s could not renew its lease: %s", self.node_id, exc)
                     ttl = -1

@@ -117,6 +117,19 @@ def op_get(key: str) -> dict[str, Any]:
     return {"request_range": {"key": _b64(key)}}
 
 
+def op_read_guarded(guard: dict[str, Any]) -> dict[str, Any]:
+    """Read the key a compare guards (revisions only), for a txn's failure branch: see ``guard_holds``."""
+    return {"request_range": {"key": guard["key"], "keys_only": True}}
+
+
+def guard_holds(guard: dict[str, Any], response: dict[str, Any]) -> bool:
+    """Whether ``guard`` (``cmp_mod`` or ``cmp_absent``) held, judged from ``op_read_guarded``'s response in the
+    same txn: a failed txn says only that some compare failed, this says which."""
+    kvs = (response.get("response_range") or {}).get("kvs") or []
+    field = "mod_revision" if guard["target"] == "MOD" else "create_revision"
+    return (int(kvs[0].get(field, 0)) if kvs else 0) == int(guard[field])
+
+
 class EtcdClient:
     """Talks to one of several etcd members, moving to the next when one fails."""
 

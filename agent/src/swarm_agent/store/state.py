@@ -43,11 +43,14 @@ from .etcd import (
     EtcdClient,
     EtcdError,
     KeyValue,
+    WatchEvent,
     cmp_absent,
     cmp_mod,
+    guard_holds,
     op_delete,
     op_delete_prefix,
     op_put,
+    op_read_guarded,
 )
 
 log = logging.getLogger(__name__)
@@ -79,14 +82,18 @@ TABLES: dict[type, str] = {
     Service: ROOT + "services/", Task: ROOT + "tasks/", Node: ROOT + "nodes/", Network: ROOT + "networks/",
     Secret: ROOT + "secrets/", Config: ROOT + "configs/",
 }
-# etcd refuses transactions of more than 128 operations by default.
+# etcd (--max-txn-ops, default 128) refuses a transaction with more than this many compares, or success
+# operations, or failure operations: each list counts on its own.
 MAX_TXN_OPS = 128
+MAX_TXN_BYTES = 1024 * 1024  # of values written in one transaction (base64, as sent)
 
 M = TypeVar("M", bound=Wire)
 GuardedOp = tuple[dict[str, Any], dict[str, Any]]
 """A compare and the operation it guards, in the etcd gateway's shape."""
 
 _STAMPS = itertools.count(1)
+# How many watch events the cache applies before letting other work run (between two revisions).
+YIELD_EVERY = 200
 
 
 class Conflict(Exception):
@@ -156,6 +163,27 @@ def decode(model: type[M], kv: KeyValue) -> M:
 
 def encode(obj: Wire) -> str:
     return obj.model_dump_json(exclude_none=True)
+
+
+def _guarded_put(obj: Wire) -> GuardedOp:
+    """Write ``obj`` only if its key is still at the revision it was read at."""
+    return cmp_mod(key_of(obj), obj.Version.Index), op_put(key_of(obj), encode(obj))  # type: ignore[attr-defined]
+
+
+def _chunks(ops: Sequence[GuardedOp]) -> list[range]:
+    """Split guarded operations into transactions etcd accepts: at most MAX_TXN_OPS of them, and requests well
+    below etcd's default --max-request-bytes (1.5 MiB) however large the objects written."""
+    chunks: list[range] = []
+    start = size = 0
+    for i, (_, op) in enumerate(ops):
+        op_size = len((op.get("request_put") or {}).get("value", ""))
+        if i > start and (i - start >= MAX_TXN_OPS or size + op_size > MAX_TXN_BYTES):
+            chunks.append(range(start, i))
+            start, size = i, 0
+        size += op_size
+    if start < len(ops):
+        chunks.append(range(start, len(ops)))
+    return chunks
 
 
 class Store:
@@ -271,32 +299,48 @@ class Store:
     ) -> int:
         """Write many objects, each guarded by its own revision.
 
-        Batched into few transactions; a batch that fails its guards is
-        retried one object at a time so that one stale object does not hold
-        back the rest. Returns how many writes were refused as stale.
+        Batched into few transactions; a stale object does not hold back
+        the rest. Returns how many writes were refused as stale.
         """
         ops: list[GuardedOp] = []
         for obj in creates:
             ops.append((cmp_absent(key_of(obj)), op_put(key_of(obj), encode(obj))))
-        for obj in updates:
-            ops.append((cmp_mod(key_of(obj), obj.Version.Index), op_put(key_of(obj), encode(obj))))  # type: ignore[attr-defined]
+        ops += [_guarded_put(obj) for obj in updates]
         for obj in deletes:
             ops.append((cmp_mod(key_of(obj), obj.Version.Index), op_delete(key_of(obj))))  # type: ignore[attr-defined]
         return len(await self._guarded(ops))
 
-    async def _guarded(self, ops: Sequence[GuardedOp]) -> set[int]:
-        """Run (guard, op) pairs in few transactions; a batch that fails its guards is retried one pair at a
-        time, so that one stale pair does not hold back the rest. Returns the indexes of the refused pairs."""
+    async def update_each(self, objs: Sequence[Wire]) -> set[int]:
+        """Write each object if nobody changed it since its ``Version.Index`` was read, in as few transactions
+        as etcd allows; returns the indexes of the objects refused as stale. The others are written, and their
+        ``Version.Index`` is now the revision that wrote them."""
+        revisions: dict[int, int] = {}
+        refused = await self._guarded([_guarded_put(obj) for obj in objs], revisions)
+        for i, revision in revisions.items():
+            objs[i].Version.Index = revision  # type: ignore[attr-defined]
+        return refused
+
+    async def _guarded(self, ops: Sequence[GuardedOp], revisions: dict[int, int] | None = None) -> set[int]:
+        """Run (guard, op) pairs in few transactions. A transaction whose guards do not all hold reads the
+        guarded keys instead, so it tells which pairs are stale; the others go again without them at once
+        (not one transaction per pair). Returns the indexes of the refused pairs; ``revisions`` gets the
+        revision that wrote each of the others."""
         refused: set[int] = set()
-        for start in range(0, len(ops), MAX_TXN_OPS // 2):
-            chunk = ops[start : start + MAX_TXN_OPS // 2]
-            ok, _, _ = await self.etcd.txn([c for c, _ in chunk], [o for _, o in chunk])
-            if ok:
-                continue
-            for offset, (guard, op) in enumerate(chunk):
-                one_ok, _, _ = await self.etcd.txn([guard], [op])
-                if not one_ok:
-                    refused.add(start + offset)
+        for chunk in _chunks(ops):
+            pending = list(chunk)
+            while pending:
+                guards = [ops[i][0] for i in pending]
+                ok, revision, responses = await self.etcd.txn(
+                    guards, [ops[i][1] for i in pending], [op_read_guarded(g) for g in guards]
+                )
+                if ok:
+                    if revisions is not None:
+                        revisions.update(dict.fromkeys(pending, revision))
+                    break
+                # The reads ran in the same transaction as the failed compares, so at least one shows stale.
+                holds = [guard_holds(g, r) for g, r in zip(guards, responses)]
+                refused.update(i for i, held in zip(pending, holds) if not held)
+                pending = [i for i, held in zip(pending, holds) if held]
         return refused
 
     async def claim_addresses(self, claims: dict[str, str]) -> set[str]:
@@ -356,6 +400,16 @@ class Snapshot:
     # go), and when any node record did: the leader reconciles only what moved since its last pass.
     service_stamps: dict[str, int] = field(default_factory=dict)
     nodes_stamp: int = 0
+    # task ID -> (the task object, its wire form): see task_wire.
+    _task_wires: dict[str, tuple[Task, dict[str, Any]]] = field(default_factory=dict)
+
+    def task_wire(self, task: Task) -> dict[str, Any]:
+        """``task.wire()`` of a task of this snapshot, made once per version: a task is sent to its node and
+        listed by clients many times between changes. Callers must not change the dict."""
+        made = self._task_wires.get(task.ID)
+        if made is None or made[0] is not task:
+            made = self._task_wires[task.ID] = (task, task.wire())
+        return made[1]
 
     def touch_service(self, service_id: str) -> None:
         self.service_stamps[service_id] = next(_STAMPS)
@@ -398,6 +452,7 @@ class Snapshot:
         if old is not None:
             self.tasks_by_service.get(old.ServiceID, set()).discard(old.ID)
             if new is None:
+                self._task_wires.pop(old.ID, None)
                 self.forget_service(old.ServiceID)
             if old.NodeID:
                 self.tasks_by_node.get(old.NodeID, set()).discard(old.ID)
@@ -429,8 +484,7 @@ class Cache:
             try:
                 await self._load()
                 async for batch in self.etcd.watch_prefix(ROOT, self.revision + 1):
-                    for event in batch.events:
-                        self._apply(event.kind, event.kv)
+                    await self._apply_batch(batch.events)
                     await self._advance(max(self.revision, batch.revision))
                 log.warning("etcd watch ended at revision %d; reconnecting", self.revision)
             except CompactedError as exc:
@@ -449,6 +503,27 @@ class Cache:
             self._apply("put", kv)
         await self._advance(revision)
         self._ready.set()
+
+    async def _apply_batch(self, events: list[WatchEvent]) -> None:
+        """Apply a watch batch: of a key's changes only the last (a cache trailing a busy store gets a task's
+        several states in one batch, and decoding was most of the work), and letting other work run now and
+        then: thousands of events held the event loop for seconds on a loaded machine, and the renewals of
+        heartbeats and leases timed out meanwhile. Readers still see whole revisions only: other work runs
+        only where the state is that of the revision just applied."""
+        last = {event.kv.key: i for i, event in enumerate(events)}
+        deferred: set[str] = set()  # keys whose earlier changes were skipped and whose last is still to come
+        applied = 0
+        for i, event in enumerate(events):
+            key = event.kv.key
+            if last[key] != i:
+                deferred.add(key)
+                continue
+            if applied >= YIELD_EVERY and not deferred and event.kv.mod_revision != events[i - 1].kv.mod_revision:
+                applied = 0
+                await asyncio.sleep(0)
+            deferred.discard(key)
+            self._apply(event.kind, event.kv)
+            applied += 1
 
     def _apply(self, kind: str, kv: KeyValue) -> None:
         key, state = kv.key, self.state

@@ -182,16 +182,34 @@ class WorkerSession:
     # ------------------------------------------------------------- streams
 
     async def _heartbeats(self, http: aiohttp.ClientSession, base: str, lease: int, period: float) -> None:
+        loop = asyncio.get_running_loop()
+        sent = renewed = loop.time()
         while True:
-            await asyncio.sleep(period)
-            async with http.post(base + "/heartbeat", json={"lease": lease},
-                                 timeout=aiohttp.ClientTimeout(total=period)) as resp:
-                body = await resp.json(content_type=None)
-                if resp.status != 200:
+            # A period after the last one was sent, not answered: a late answer is not followed by a whole
+            # period of silence.
+            await asyncio.sleep(max(0.0, sent + period - loop.time()))
+            sent = loop.time()
+            try:
+                async with http.post(base + "/heartbeat", json={"lease": lease},
+                                     timeout=aiohttp.ClientTimeout(total=2 * period)) as resp:
+                    body = await resp.json(content_type=None)
+            except asyncio.TimeoutError:
+                failure = "no answer"
+            else:
+                if resp.status == 200:
+                    renewed = sent
+                    period = float(body.get("heartbeat_period", period))
+                    if body.get("trust_root") and body.get("issuer"):
+                        self.on_authority(body["trust_root"].encode(), body["issuer"].encode())
+                    continue
+                if resp.status < 500:
                     raise aiohttp.ClientError(f"heartbeat refused: {body.get('message', resp.status)}")
-                period = float(body.get("heartbeat_period", period))
-                if body.get("trust_root") and body.get("issuer"):
-                    self.on_authority(body["trust_root"].encode(), body["issuer"].encode())
+                failure = str(body.get("message", resp.status))
+            # A busy manager (slow to answer, or its store slow to renew): the lease outlives three periods, so
+            # the session holds until then. Opening a new one at once would add that work to the manager's load.
+            if loop.time() - renewed >= 3 * period:
+                raise aiohttp.ClientError(f"heartbeats failed for {3 * period:.0f} s: {failure}")
+            log.info("node %s: heartbeat failed (%s); trying again", self.node_id, failure)
 
     async def _assignments(self, http: aiohttp.ClientSession, base: str, period: float) -> None:
         async with http.get(base + "/assignments") as resp:

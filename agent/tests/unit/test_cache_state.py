@@ -1,0 +1,71 @@
+"""The store's own bookkeeping: watch batches applied in whole revisions, task wire forms never stale,
+writes split into transactions etcd accepts."""
+
+import asyncio
+
+from swarm_agent.api.models import Task, TaskState, TaskStatus
+from swarm_agent.store import state as state_module
+from swarm_agent.store.etcd import KeyValue, WatchEvent
+from swarm_agent.store.state import TABLES, Cache, Snapshot
+
+SPEC = {"ContainerSpec": {"Image": "busybox"}}
+
+
+def test_a_tasks_wire_form_is_reused_until_the_task_changes_and_dropped_with_it() -> None:
+    state = Snapshot()
+    first = Task(ID="t1", ServiceID="s", NodeID="n1", Spec=SPEC)
+    state.tasks["t1"] = first
+    state.index_task(None, first)
+    made = state.task_wire(first)
+    assert made == first.wire() and state.task_wire(first) is made
+    # The cache replaces a task with a new object on every change: its wire form follows.
+    second = first.model_copy()
+    second.Status = TaskStatus(State=TaskState.RUNNING)
+    state.tasks["t1"] = second
+    state.index_task(first, second)
+    assert state.task_wire(second)["Status"]["State"] == "running"
+    del state.tasks["t1"]
+    state.index_task(second, None)
+    assert "t1" not in state._task_wires
+
+
+def put(task: Task, revision: int) -> WatchEvent:
+    return WatchEvent("put", KeyValue(TABLES[Task] + task.ID, task.model_dump_json().encode(), revision, 1))
+
+
+async def test_a_batch_lets_other_work_run_between_whole_revisions_only(monkeypatch) -> None:
+    monkeypatch.setattr(state_module, "YIELD_EVERY", 1)
+    new = {tid: Task(ID=tid, ServiceID="s", Spec=SPEC) for tid in ("t1", "t2", "t3", "t4")}
+    running = new["t1"].model_copy(update={"Status": TaskStatus(State=TaskState.RUNNING)})
+    # Revision 1 makes t1 and t2 in one transaction, 2 moves t1 on, 3 makes t3, 4 makes t4.
+    events = [put(new["t1"], 1), put(new["t2"], 1), put(running, 2), put(new["t3"], 3), put(new["t4"], 4)]
+    cache = Cache(None)  # type: ignore[arg-type]  # applying a batch reads nothing from etcd
+    seen: list[dict[str, str]] = []
+    done = False
+
+    async def observe() -> None:
+        while not done:
+            seen.append({tid: t.Status.State.value for tid, t in cache.state.tasks.items()})
+            await asyncio.sleep(0)
+
+    observer = asyncio.create_task(observe())
+    await asyncio.sleep(0)
+    await cache._apply_batch(events)
+    done = True
+    await observer
+    # t1's first state is skipped for its last: nobody sees t2 without t1 (revision 1), nor t1 new.
+    assert seen == [{}, {"t1": "running", "t2": "new"}, {"t1": "running", "t2": "new", "t3": "new"}]
+    assert {tid: t.Status.State.value for tid, t in cache.state.tasks.items()} == {
+        "t1": "running", "t2": "new", "t3": "new", "t4": "new"}
+
+
+def test_guarded_writes_are_split_by_count_and_by_size() -> None:
+    from swarm_agent.store.etcd import cmp_absent, op_put
+    from swarm_agent.store.state import MAX_TXN_BYTES, MAX_TXN_OPS, _chunks
+
+    small = [(cmp_absent(f"k{i}"), op_put(f"k{i}", "x")) for i in range(MAX_TXN_OPS + 1)]
+    assert _chunks(small) == [range(0, MAX_TXN_OPS), range(MAX_TXN_OPS, MAX_TXN_OPS + 1)]
+    big = "x" * (MAX_TXN_BYTES // 3)  # base64 makes it 4/3 as large: two fit, not three
+    large = [(cmp_absent(f"k{i}"), op_put(f"k{i}", big)) for i in range(5)]
+    assert _chunks(large) == [range(0, 2), range(2, 4), range(4, 5)]
+    assert _chunks([]) == []
