@@ -9,6 +9,8 @@ from swarm_agent.store.etcd import EtcdClient
 from swarm_agent.store.state import SESSIONS, Cache, Conflict, NameConflict, Store
 
 pytestmark = pytest.mark.integration
+# How long a test waits for the cache to hold its writes: a loaded machine can hold the watch back for seconds.
+SETTLE = 30.0
 
 
 def service(service_id: str, name: str) -> Service:
@@ -78,18 +80,18 @@ async def test_cache_follows_writes_and_lease_expiry(store):
         await store.create(Node(ID="n1"))
         spec = service("s", "x").Spec.TaskTemplate
         await store.create(Task(ID="t1", ServiceID="s", NodeID="n1", Spec=spec))
-        await cache.barrier()
+        await cache.barrier(timeout=SETTLE)
         assert "n1" in cache.state.nodes
         assert cache.state.tasks_by_node["n1"] == {"t1"}
         moved = await store.get(Task, "t1")
         moved.NodeID = "n2"
         await store.update(moved)
-        await cache.barrier()
+        await cache.barrier(timeout=SETTLE)
         assert cache.state.tasks_by_node["n1"] == set() and cache.state.tasks_by_node["n2"] == {"t1"}
 
         lease = await store.etcd.lease_grant(1)
         await store.put_json(SESSIONS + "n1", {"manager": "m"}, lease=lease)
-        await cache.barrier()
+        await cache.barrier(timeout=SETTLE)
         assert "n1" in cache.state.sessions
         revision = cache.revision
         # Nobody renews the lease: etcd deletes the session and the cache sees it go.
@@ -116,16 +118,16 @@ async def test_gossip_keyring_is_made_once_and_rotated_newest_first_keeping_thre
     async def keyring_aged(hours: float) -> list[str]:
         """Make the keyring look rotated ``hours`` ago, let the loop have its look, and return the keys."""
         await store.put_json(GOSSIP_KEY, {"keys": cache.state.gossip_keys, "rotated": time.time() - hours * 3600})
-        await cache.barrier()
+        await cache.barrier(timeout=SETTLE)
         await loop.ensure_gossip_keys()
-        await cache.barrier()
+        await cache.barrier(timeout=SETTLE)
         return list(cache.state.gossip_keys)
 
     try:
         await cache.ready()
         loop = control.ControlLoop(SimpleNamespace(store=store, cache=cache))
         await loop.ensure_gossip_keys()
-        await cache.barrier()
+        await cache.barrier(timeout=SETTLE)
         first = list(cache.state.gossip_keys)
         assert len(first) == 1
         assert await keyring_aged(11.9) == first, "no rotation before the default 12 hours"
@@ -137,7 +139,7 @@ async def test_gossip_keyring_is_made_once_and_rotated_newest_first_keeping_thre
         # The period is a swarm setting.
         await store.put_cluster(Swarm(ID="c1", Spec=SwarmSpec(Labels={GOSSIP_KEY_ROTATION_LABEL: "30m"})),
                                 create=True)
-        await cache.barrier()
+        await cache.barrier(timeout=SETTLE)
         assert (await keyring_aged(0.6))[1:] == keys[:2], "rotated after 36 minutes with a 30-minute period"
     finally:
         runner.cancel()
