@@ -63,8 +63,8 @@ class RootCA:
         key_pem = new_key_pem()
         key = load_private_key(key_pem)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME)])
-        now = _now()
-        cert = _ca_builder(name, name, key.public_key(), now + CA_LIFETIME, path_length=None).sign(key, hashes.SHA256())
+        not_after = _now() + CA_LIFETIME
+        cert = _ca_builder(name, name, key.public_key(), not_after, path_length=None).sign(key, hashes.SHA256())
         root = cls(cert.public_bytes(serialization.Encoding.PEM), key_pem)
         log.info("generated root CA %s, valid until %s", root.digest, cert.not_valid_after_utc.isoformat())
         return root
@@ -166,13 +166,7 @@ class RootCA:
         sans: list[x509.GeneralName] = [x509.DNSName(node_id), x509.DNSName(ROLE_OU[role])]
         sans.extend(x509.IPAddress(ip) for ip in ips)
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self._cert.subject)
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(not_after)
+            _builder(subject, self._cert.subject, public, not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -227,17 +221,23 @@ def node_certificates(root: RootCA, etcd: RootCA, csr_pem: bytes, *, node_id: st
     return cert, etcd.sign_csr(csr_pem, **signing, ip_sans=[*ips, "127.0.0.1"])
 
 
-def _ca_builder(subject: x509.Name, issuer: x509.Name, public: CertificatePublicKeyTypes, not_after: datetime,
-                path_length: int | None, ski: x509.SubjectKeyIdentifier | None = None) -> x509.CertificateBuilder:
-    now = _now()
+def _builder(subject: x509.Name, issuer: x509.Name, public: CertificatePublicKeyTypes,
+             not_after: datetime) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
         .public_key(public)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_before(_now() - CLOCK_SKEW)
         .not_valid_after(not_after)
+    )
+
+
+def _ca_builder(subject: x509.Name, issuer: x509.Name, public: CertificatePublicKeyTypes, not_after: datetime,
+                path_length: int | None, ski: x509.SubjectKeyIdentifier | None = None) -> x509.CertificateBuilder:
+    return (
+        _builder(subject, issuer, public, not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
