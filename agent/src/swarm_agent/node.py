@@ -49,6 +49,7 @@ from .manager.ipam import INGRESS_NAME
 from .store.state import CA_KEY, ETCD_CA_KEY, JOIN_TOKENS, UNLOCK_KEY, Snapshot, Store
 from .worker.executor import Executor
 from .worker.join import request_join
+from .worker.renewal import Renewal, authority_changed, request_certificate
 from .worker.node_network import NodeNetwork
 from .worker.secret_files import TaskFiles
 from .worker.session import WorkerSession
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2377
 ROLE_RETRY = 10.0  # seconds before a failed promotion or demotion is tried again
-RENEW_RETRY_MIN, RENEW_RETRY_MAX = 5.0, 300.0  # seconds between failed certificate renewals, doubling
 ALREADY_IN_SWARM = (
     'This node is already part of a swarm. Use "docker swarm leave" to leave this swarm and join another one.'
 )
@@ -161,7 +161,7 @@ class NodeAgent:
         self._renewal_task: asyncio.Task[None] | None = None
         self._server_tls: pki.ServerTLS | None = None
         # Set when the managers want this node's certificate or trusted roots changed now (a root rotation).
-        self._renew_now = asyncio.Event()
+        self._renewal = Renewal(self._identity, self._renew, config.renew_window)
         self._tcp: web.AppRunner | None = None
         self._transition = asyncio.Lock()
         self._role_change: asyncio.Task[None] | None = None
@@ -324,7 +324,7 @@ class NodeAgent:
             files=self.task_files,
         )
         self._worker_task = asyncio.create_task(self.worker.run(), name="worker-session")
-        self._renewal_task = asyncio.create_task(self._renewal_loop(), name="certificate-renewal")
+        self._renewal_task = asyncio.create_task(self._renewal.run(), name="certificate-renewal")
         self.local_state = "active"
 
     async def _first_session(self, timeout: float = 20.0) -> None:
@@ -569,49 +569,14 @@ class NodeAgent:
             log.info("node %s is now a %s", self.state.node_id, role)
 
     async def _request_certificate(self, role: str) -> tuple[dict[str, Any], bytes] | None:
-        """A new key and a certificate for it in ``role`` from the first manager that grants one; None if none did."""
-        assert self.state is not None
-        key = pki.new_key_pem()
-        csr = (await asyncio.to_thread(pki.make_csr, key)).decode()
-        async with self._manager_client() as http:
-            for addr in self._managers_to_try():
-                try:
-                    async with http.post(f"https://{addr}/swarmd/renew", json={"csr": csr, "role": role},
-                                         timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                        if resp.status == 200:
-                            return await resp.json(content_type=None), key
-                        log.warning("node %s: manager %s refused a %s certificate: %s",
-                                    self.state.node_id, addr, role, await resp.text())
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                    log.warning("node %s: could not reach manager %s for a new certificate: %s",
-                                self.state.node_id, addr, exc or type(exc).__name__)
-        return None
+        assert self.certs is not None
+        return await request_certificate(self.certs, self._managers_to_try(), role)
 
     # ------------------------------------------------------------- renewal
 
-    async def _renewal_loop(self) -> None:
-        """Renew this node's certificate at a random point of its lifetime's renewal window, for as long as the role runs.
-
-        A failed attempt (no manager reachable, or a refusal) is retried with
-        a growing delay; a restarted agent computes the point afresh from the
-        certificate on disk, and renews at once if it has passed.
-        """
-        assert self.state is not None
-        retry = 0.0
-        while True:
-            assert self.certs is not None
-            identity = self.certs.identity
-            delay = retry or pki.renewal_delay(identity, self.config.renew_window)
-            log.info("node %s: certificate serial %x valid until %s; renewing in %.0f s",
-                     identity.node_id, identity.serial, identity.not_after.isoformat(), delay)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._renew_now.wait(), delay)
-            self._renew_now.clear()
-            if await self._renew():
-                retry = 0.0
-            else:
-                retry = min(RENEW_RETRY_MAX, max(RENEW_RETRY_MIN, 2 * retry))
-                log.warning("node %s: certificate renewal failed; trying again in %.0f s", identity.node_id, retry)
+    def _identity(self) -> pki.Identity:
+        assert self.certs is not None
+        return self.certs.identity
 
     async def _renew(self) -> bool:
         """Replace this node's certificate and key with fresh ones in the same role, without restarting anything.
@@ -650,11 +615,11 @@ class NodeAgent:
         """Renew at once when the managers trust other roots or sign with another key than this node's certificate
         shows: a root rotation started or ended."""
         certs = self.certs
-        if certs is None or self._renew_now.is_set():
+        if certs is None or self._renewal.woken:
             return
-        if certs.ca_pem != trust_pem or not pki.issued_by(certs.cert_pem, issuer_pem):
+        if authority_changed(certs, trust_pem, issuer_pem):
             log.info("node %s: the swarm's root CA changed; renewing its certificate now", certs.identity.node_id)
-            self._renew_now.set()
+            self._renewal.wake()
 
     def _take_data_key(self, answer: dict[str, Any]) -> None:
         """A manager keeps the data key its join or renew answer carries (the Manager writes it to disk);

@@ -21,6 +21,7 @@ def start_hollow(
     join_concurrency: int = 8,
     log_level: str = "WARNING",
     log_name: str = "hollow",
+    renew_window: str = "",
 ) -> subprocess.Popen:
     """Start ``count`` hollow workers in ``host``'s namespace, joined to ``manager`` with its worker token.
 
@@ -38,6 +39,7 @@ def start_hollow(
         "--seed", str(seed),
         "--join-concurrency", str(join_concurrency),
         "--log-level", log_level,
+        *(["--cert-renew-window", renew_window] if renew_window else []),
     ]
     return host.spawn(argv, log_name)
 

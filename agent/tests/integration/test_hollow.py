@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from harness.cluster import SwarmNode, wait_for
+from harness.cluster import SwarmNode, agent_log, wait_for
 from harness.hollow import ready_nodes, start_hollow
 
 pytestmark = pytest.mark.integration
@@ -49,3 +51,30 @@ def test_twenty_hollow_nodes_join_and_run_a_service(lab, busybox):
     # Hollow processes print nothing, but every hollow node answers a log request: the stream ends, empty.
     logs = manager.docker("service", "logs", "web", timeout=60)
     assert logs.stdout == "" and logs.stderr == "", logs
+
+
+def test_hollow_nodes_renew_their_certificates_and_follow_a_root_rotation(lab):
+    """Hollow nodes renew as real agents do (the same code): on their window's schedule, and at once when the
+    managers' root changes, so that ``docker swarm ca --rotate`` completes with them in the swarm."""
+    manager = SwarmNode(lab.add_host("m1"))
+    fleet_host = lab.add_host("hollow", engine=False)
+    manager.start()
+    manager.init("--cert-expiry", "1h")
+    # 1-hour certificates renewed between 0.1 % and 0.2 % of their lifetime: every 4 to 7 s.
+    fleet = start_hollow(fleet_host, manager, 3, renew_window="0.001:0.002", log_level="INFO")
+    wait_for("4 nodes ready", lambda: fleet.poll() is None and ready_nodes(manager) == 4, timeout=90)
+    wait_for("each hollow node renewed twice", lambda: all(
+        agent_log(manager).count(f"issued a worker certificate to node {node_id}") >= 2
+        for node_id in manager.docker("node", "ls", "-q", "--filter", "role=worker").stdout.split()), timeout=60)
+
+    before = manager.docker("swarm", "ca").stdout.strip()
+    manager.docker("swarm", "ca", "--rotate", "--quiet", timeout=180)
+    after = manager.docker("swarm", "ca").stdout.strip()
+    assert after != before
+    status, swarm = manager.api("GET", "/swarm")
+    assert status == 200, swarm
+    for node_id in manager.docker("node", "ls", "-q", "--filter", "role=worker").stdout.split():
+        tls = json.loads(manager.docker("node", "inspect", "--format", "{{json .Description.TLSInfo}}",
+                                        node_id).stdout)
+        assert tls["CertIssuerPublicKey"] == swarm["TLSInfo"]["CertIssuerPublicKey"], f"{node_id} is on the old root"
+    assert ready_nodes(manager) == 4 and fleet.poll() is None, fleet_host.logs("hollow")

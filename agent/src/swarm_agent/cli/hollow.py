@@ -13,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from ..api.duration import SECOND, parse_duration
 from ..api.errors import ApiError
 from ..node import DEFAULT_PORT, split_addr
+from ..pki import RENEW_WINDOW
 from ..worker.hollow import HollowConfig, HollowFleet
+from .swarmd import renew_window
 
 log = logging.getLogger("swarmd-hollow")
 
@@ -64,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-mib", type=int, default=8192, help="memory each hollow node reports, in MiB")
     parser.add_argument("--engine-label", type=label, action="append", default=[], dest="engine_labels",
                         help="engine label each hollow node reports, KEY=VALUE (repeatable)")
+    parser.add_argument("--cert-renew-window", type=renew_window, default=RENEW_WINDOW, metavar="LOW:HIGH",
+                        help="renew each node's certificate between these fractions of its lifetime (as swarmd)")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     if args.count < 1:
@@ -100,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         nano_cpus=int(args.cpus * 1e9),
         memory_bytes=args.memory_mib << 20,
         engine_labels=dict(args.engine_labels),
+        renew_window=args.cert_renew_window,
     )
 
     async def run() -> None:

@@ -11,7 +11,8 @@ from ..node import AgentConfig, NodeAgent
 from ..pki import check_renew_window
 
 
-def _window(text: str) -> tuple[float, float]:
+def renew_window(text: str) -> tuple[float, float]:
+    """The ``--cert-renew-window LOW:HIGH`` of swarmd and swarmd-hollow."""
     try:
         low, high = (float(part) for part in text.split(":"))
         return check_renew_window((low, high))
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "instead of starting a member (repeatable)")
     parser.add_argument("--mesh-backend", choices=["nftables", "ipvs"], default=None,
                         help="routing mesh backend (default nftables; ipvs only where the kernel has it)")
-    parser.add_argument("--cert-renew-window", type=_window, default=defaults.renew_window, metavar="LOW:HIGH",
+    parser.add_argument("--cert-renew-window", type=renew_window, default=defaults.renew_window, metavar="LOW:HIGH",
                         help="renew this node's certificate at a random point between these fractions of its "
                              "lifetime (default 0.5:0.8, as Swarm; tests use small fractions to see renewals)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

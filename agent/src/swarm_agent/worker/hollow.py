@@ -3,7 +3,8 @@
 Each hollow node is a real worker as far as the managers can tell: it joins
 with the worker token (its own key, CSR and certificate over real TLS), then
 runs an unmodified ``WorkerSession`` (session, heartbeats, assignments, status
-reports). Only the executor is simulated: ``HollowExecutor`` keeps its
+reports) and renews its certificate through the agent's own ``Renewal`` (on its
+window's schedule, and at once when a root rotation starts or ends). Only the executor is simulated: ``HollowExecutor`` keeps its
 "containers" in memory, starts them after a fixed delay and lets a share of
 them fail, with the same interface as ``Executor``, so the session cannot
 tell the difference.
@@ -34,6 +35,7 @@ from .. import pki
 from ..api.models import EngineDescription, NodeDescription, PlatformInfo, ResourceObject, Task, TaskState
 from .executor import GO_ARCH, LogStream, Observed, engine_plugins
 from .join import request_join
+from .renewal import Renewal, authority_changed, request_certificate
 from .session import WorkerSession
 
 log = logging.getLogger(__name__)
@@ -255,6 +257,7 @@ class HollowConfig:
     nano_cpus: int = 4_000_000_000
     memory_bytes: int = 8 << 30
     engine_labels: dict[str, str] = field(default_factory=dict)
+    renew_window: tuple[float, float] = pki.RENEW_WINDOW
 
 
 @dataclass
@@ -264,6 +267,7 @@ class HollowNode:
     executor: HollowExecutor
     session: WorkerSession
     task: asyncio.Task[None] | None = None
+    renewal_task: asyncio.Task[None] | None = None
 
 
 class HollowFleet:
@@ -316,6 +320,20 @@ class HollowFleet:
             memory_bytes=self.config.memory_bytes,
             engine_labels=self.config.engine_labels,
         )
+        async def renew() -> bool:
+            granted = await request_certificate(session.certs, self.managers, "worker")
+            if granted is None:
+                return False
+            renewed = pki.NodeCerts.granted(*granted)
+            try:
+                renewed.check()
+            except ValueError as exc:
+                log.error("hollow node %s: the renewed certificate is unusable: %s", hostname, exc)
+                return False
+            session.adopt(renewed)
+            return True
+
+        renewal = Renewal(lambda: session.certs.identity, renew, self.config.renew_window)
         session = WorkerSession(
             node_id=node_id,
             certs=certs,
@@ -324,9 +342,12 @@ class HollowFleet:
             hostname=hostname,
             on_managers=self._learn_managers,
             on_role=lambda role: self._role_wanted(hostname, role),
+            on_authority=lambda trust, issuer: (
+                renewal.wake() if authority_changed(session.certs, trust, issuer) else None),
         )
         node = HollowNode(hostname=hostname, node_id=node_id, executor=executor, session=session)
         node.task = asyncio.create_task(session.run(), name=f"hollow-{hostname}")
+        node.renewal_task = asyncio.create_task(renewal.run(), name=f"hollow-renewal-{hostname}")
         # Recorded here rather than by the caller, so a failing join elsewhere cannot orphan this session.
         self.nodes.append(node)
         log.info("hollow node %s joined as %s", hostname, node_id)
@@ -345,13 +366,12 @@ class HollowFleet:
         finally:
             for join in joins:
                 join.cancel()
-            for node in self.nodes:
-                if node.task:
-                    node.task.cancel()
-            for node in self.nodes:
-                if node.task:
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await node.task
+            running = [t for node in self.nodes for t in (node.task, node.renewal_task) if t]
+            for task in running:
+                task.cancel()
+            for task in running:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             for join in joins:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await join
