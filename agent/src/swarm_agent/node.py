@@ -390,7 +390,7 @@ class NodeAgent:
                 expiry_ns=req.Spec.CAConfig.NodeCertExpiry, ip=advertise_ip,
             )
             certs = pki.NodeCerts(ca_pem=root_ca.cert_pem, cert_pem=cert, key_pem=key,
-                                  etcd_ca_pem=etcd_ca.cert_pem, etcd_cert_pem=etcd_cert)
+                                  etcd_ca_pem=etcd_ca.cert_pem, etcd_cert_pem=etcd_cert, etcd_key_pem=key)
             spec = req.Spec.model_copy(deep=True)
             spec.CAConfig.SigningCACert = spec.CAConfig.SigningCAKey = None
             spec.EncryptionConfig.AutoLockManagers = autolock
@@ -602,8 +602,8 @@ class NodeAgent:
             self.certs = certs
             if self._server_tls is not None:
                 self._server_tls.load(certs.cert_pem, certs.key_pem, certs.ca_pem)
-            if self.member is not None and certs.etcd_cert_pem is not None:
-                pki.load_chain(self.member.tls, certs.etcd_cert_pem, certs.key_pem)
+            if self.member is not None and certs.etcd_cert_pem is not None and certs.etcd_key_pem is not None:
+                pki.load_chain(self.member.tls, certs.etcd_cert_pem, certs.etcd_key_pem)
             if self.worker is not None:
                 self.worker.adopt(certs)
             new = certs.identity

@@ -14,7 +14,7 @@ import random
 import secrets
 import ssl
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -41,12 +41,12 @@ CERT_DIR = "certificates"
 CA_FILE = "swarm-root-ca.crt"
 CERT_FILE = "swarm-node.crt"
 KEY_FILE = "swarm-node.key"
-# The key of a certificate being written: renewals replace certificate and key, two files, while the agent runs.
-NEXT_KEY_FILE = "swarm-node.key.next"
-# A manager's certificate for its etcd member (same key as the node's), and the CA below the root that etcd
-# trusts instead of the root: it signs managers' etcd certificates only, so no worker certificate opens etcd.
+# A manager's certificate for its etcd member, and the CA below the root that etcd trusts instead of the root:
+# it signs managers' etcd certificates only, so no worker certificate opens etcd. The key is a copy of the
+# node's, in a file of its own, so that each pair is replaced on its own and a crash leaves both usable.
 ETCD_CA_FILE = "swarm-etcd-ca.crt"
 ETCD_CERT_FILE = "swarm-etcd.crt"
+ETCD_KEY_FILE = "swarm-etcd.key"
 
 
 def new_node_id() -> str:
@@ -315,6 +315,7 @@ class NodeCerts:
     # Managers only (see ETCD_CA_FILE).
     etcd_ca_pem: bytes | None = None
     etcd_cert_pem: bytes | None = None
+    etcd_key_pem: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def granted(cls, answer: dict[str, Any], key_pem: bytes) -> NodeCerts:
@@ -322,7 +323,8 @@ class NodeCerts:
         etcd_cert, etcd_ca = answer.get("etcd_cert"), answer.get("etcd_ca")
         return cls(ca_pem=answer["ca"].encode(), cert_pem=answer["cert"].encode(), key_pem=key_pem,
                    etcd_ca_pem=etcd_ca.encode() if etcd_ca else None,
-                   etcd_cert_pem=etcd_cert.encode() if etcd_cert else None)
+                   etcd_cert_pem=etcd_cert.encode() if etcd_cert else None,
+                   etcd_key_pem=key_pem if etcd_cert else None)
 
     @staticmethod
     def directory(data_dir: Path) -> Path:
@@ -344,24 +346,15 @@ class NodeCerts:
         missing = [n for n in names if n not in present]
         if missing:
             raise ValueError(f"incomplete node certificates in {cert_dir}: missing {', '.join(missing)}")
-        certs = cls(*((cert_dir / n).read_bytes() for n in names))
-        try:
-            certs.check()
-        except ValueError:
-            # A save cut short between certificate and key left the key that goes with the new certificate aside.
-            next_key = cert_dir / NEXT_KEY_FILE
-            if not next_key.exists():
-                raise
-            certs = cls(certs.ca_pem, certs.cert_pem, next_key.read_bytes())
-            certs.check()
+        ca_pem, cert_pem = (cert_dir / CA_FILE).read_bytes(), (cert_dir / CERT_FILE).read_bytes()
+        certs = cls(ca_pem, cert_pem, _load_key(cert_dir, KEY_FILE, lambda key: cls(ca_pem, cert_pem, key).check()))
         if (cert_dir / ETCD_CERT_FILE).exists() and (cert_dir / ETCD_CA_FILE).exists():
-            with_etcd = replace(certs, etcd_ca_pem=(cert_dir / ETCD_CA_FILE).read_bytes(),
-                                etcd_cert_pem=(cert_dir / ETCD_CERT_FILE).read_bytes())
+            etcd = replace(certs, etcd_ca_pem=(cert_dir / ETCD_CA_FILE).read_bytes(),
+                           etcd_cert_pem=(cert_dir / ETCD_CERT_FILE).read_bytes())
             try:
-                with_etcd.check()
-                certs = with_etcd
-            except ValueError as exc:
-                # A save cut short after the key changed: the next renewal brings a matching one.
+                certs = replace(etcd, etcd_key_pem=_load_key(
+                    cert_dir, ETCD_KEY_FILE, lambda key: replace(etcd, etcd_key_pem=key).check()))
+            except (ValueError, OSError) as exc:
                 log.error("etcd certificate in %s is unusable, ignoring it: %s", cert_dir, exc)
         return certs
 
@@ -370,33 +363,55 @@ class NodeCerts:
         key = public_key_der(load_private_key(self.key_pem, "node key").public_key())
         _check_pair("node", self.cert_pem, key, self.ca_pem, "root CA")
         if self.etcd_cert_pem is not None:
-            _check_pair("etcd", self.etcd_cert_pem, key, self.etcd_ca_pem or b"", "etcd CA")
+            etcd_key = public_key_der(load_private_key(self.etcd_key_pem or b"", "etcd key").public_key())
+            _check_pair("etcd", self.etcd_cert_pem, etcd_key, self.etcd_ca_pem or b"", "etcd CA")
 
     def save(self, data_dir: Path) -> None:
-        """Write the three files, each atomically; the key is 0600."""
+        """Write the files, each atomically; keys are 0600."""
         cert_dir = self.directory(data_dir)
         cert_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # The new key is set aside before the certificate changes and moved in after,
-        # so that a crash at any point leaves a pair that load() can use.
         _write_atomic(cert_dir / CA_FILE, self.ca_pem, 0o644)
-        _write_atomic(cert_dir / NEXT_KEY_FILE, self.key_pem, 0o600)
-        _fsync_dir(cert_dir)
-        _write_atomic(cert_dir / CERT_FILE, self.cert_pem, 0o644)
-        _fsync_dir(cert_dir)
-        os.replace(cert_dir / NEXT_KEY_FILE, cert_dir / KEY_FILE)
-        _fsync_dir(cert_dir)
-        if self.etcd_cert_pem is not None and self.etcd_ca_pem is not None:
+        _save_pair(cert_dir, CERT_FILE, KEY_FILE, self.cert_pem, self.key_pem)
+        if self.etcd_cert_pem is not None and self.etcd_ca_pem is not None and self.etcd_key_pem is not None:
             _write_atomic(cert_dir / ETCD_CA_FILE, self.etcd_ca_pem, 0o644)
-            _write_atomic(cert_dir / ETCD_CERT_FILE, self.etcd_cert_pem, 0o644)
+            _save_pair(cert_dir, ETCD_CERT_FILE, ETCD_KEY_FILE, self.etcd_cert_pem, self.etcd_key_pem)
         else:
-            (cert_dir / ETCD_CERT_FILE).unlink(missing_ok=True)
-            (cert_dir / ETCD_CA_FILE).unlink(missing_ok=True)
-        _fsync_dir(cert_dir)
+            for name in (ETCD_CERT_FILE, ETCD_KEY_FILE, f"{ETCD_KEY_FILE}.next", ETCD_CA_FILE):
+                (cert_dir / name).unlink(missing_ok=True)
+            _fsync_dir(cert_dir)
         log.info("saved certificates of node %s in %s", self.identity.node_id, cert_dir)
 
     @property
     def identity(self) -> Identity:
         return identity_of(self.cert_pem)
+
+
+def _save_pair(cert_dir: Path, cert_name: str, key_name: str, cert_pem: bytes, key_pem: bytes) -> None:
+    """The new key is set aside before the certificate changes and moved in after, so that a crash at any
+    point leaves a pair that ``_load_key`` finds."""
+    next_key = cert_dir / f"{key_name}.next"
+    _write_atomic(next_key, key_pem, 0o600)
+    _fsync_dir(cert_dir)
+    _write_atomic(cert_dir / cert_name, cert_pem, 0o644)
+    _fsync_dir(cert_dir)
+    os.replace(next_key, cert_dir / key_name)
+    _fsync_dir(cert_dir)
+
+
+def _load_key(cert_dir: Path, key_name: str, fits: Callable[[bytes], None]) -> bytes:
+    """The key in place if ``fits`` accepts it (else ValueError), or else the one a save cut short between
+    certificate and key left aside."""
+    try:
+        key = (cert_dir / key_name).read_bytes()
+        fits(key)
+        return key
+    except (ValueError, FileNotFoundError):
+        next_key = cert_dir / f"{key_name}.next"
+        if not next_key.exists():
+            raise
+    key = next_key.read_bytes()
+    fits(key)
+    return key
 
 
 def _check_pair(what: str, cert_pem: bytes, public_key: bytes, ca_pem: bytes, ca_name: str) -> None:

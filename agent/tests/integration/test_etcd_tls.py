@@ -83,7 +83,7 @@ def test_only_managers_reach_etcd(lab):
         for who, context in callers.items():
             answer = etcd_answer(ip, port, context)
             assert answer.startswith("refused"), f"{who} got through to etcd's port {port}"
-        etcd_cert = presenting(manager_certs.etcd_cert_pem, manager_certs.key_pem)
+        etcd_cert = presenting(manager_certs.etcd_cert_pem, manager_certs.etcd_key_pem)
         assert etcd_answer(ip, port, etcd_cert) == "ok", f"a manager's etcd certificate is refused on port {port}"
 
     async def read_as(context: ssl.SSLContext) -> int:

@@ -358,7 +358,7 @@ def _manager_with_etcd(root: RootCA, etcd_ca: RootCA) -> pki.NodeCerts:
     cert, etcd_cert = node_certificates(root, etcd_ca, pki.make_csr(key_pem), node_id="manager1", role="manager",
                                         cluster_id="cluster1", expiry_ns=DAY_NS, ip="10.0.0.1")
     assert etcd_cert is not None
-    return pki.NodeCerts(root.cert_pem, cert, key_pem, etcd_ca.cert_pem, etcd_cert)
+    return pki.NodeCerts(root.cert_pem, cert, key_pem, etcd_ca.cert_pem, etcd_cert, key_pem)
 
 
 def test_a_manager_keeps_its_etcd_certificate_and_a_demoted_one_drops_it(tmp_path: Path, root: RootCA,
@@ -367,17 +367,37 @@ def test_a_manager_keeps_its_etcd_certificate_and_a_demoted_one_drops_it(tmp_pat
     certs = _manager_with_etcd(root, etcd_ca)
     certs.save(tmp_path)
     cert_dir = tmp_path / "certificates"
-    assert _mode(cert_dir / "swarm-etcd.crt") == 0o644
+    assert _mode(cert_dir / "swarm-etcd.crt") == 0o644 and _mode(cert_dir / "swarm-etcd.key") == 0o600
     assert pki.NodeCerts.load(tmp_path) == certs
     pki.NodeCerts(worker.ca_pem, worker.cert_pem, worker.key_pem).save(tmp_path)
     assert sorted(p.name for p in cert_dir.iterdir()) == ["swarm-node.crt", "swarm-node.key", "swarm-root-ca.crt"]
+
+
+def test_a_save_cut_short_leaves_usable_node_and_etcd_pairs(tmp_path: Path, root: RootCA) -> None:
+    etcd_ca = root.issue_ca("swarm-etcd-ca")
+    old = _manager_with_etcd(root, etcd_ca)
+    old.save(tmp_path)
+    cert_dir = tmp_path / "certificates"
+    new = _manager_with_etcd(root, etcd_ca)
+    # A renewal killed after the node pair moved on and the etcd certificate was written, before its key moved in.
+    new_nodes_only = replace(new, etcd_ca_pem=None, etcd_cert_pem=None, etcd_key_pem=None)
+    pki._save_pair(cert_dir, "swarm-node.crt", "swarm-node.key", new_nodes_only.cert_pem, new_nodes_only.key_pem)
+    (cert_dir / "swarm-etcd.key.next").write_bytes(new.key_pem)
+    (cert_dir / "swarm-etcd.crt").write_bytes(new.etcd_cert_pem or b"")
+    assert pki.NodeCerts.load(tmp_path) == new
+    # Killed before the etcd certificate changed: the old etcd pair, still valid, beside the new node pair.
+    old.save(tmp_path)
+    pki._save_pair(cert_dir, "swarm-node.crt", "swarm-node.key", new.cert_pem, new.key_pem)
+    (cert_dir / "swarm-etcd.key.next").write_bytes(new.key_pem)
+    loaded = pki.NodeCerts.load(tmp_path)
+    assert loaded is not None and (loaded.cert_pem, loaded.key_pem) == (new.cert_pem, new.key_pem)
+    assert (loaded.etcd_cert_pem, loaded.etcd_key_pem) == (old.etcd_cert_pem, old.key_pem)
 
 
 def test_an_etcd_certificate_for_another_key_is_ignored_on_load(tmp_path: Path, root: RootCA) -> None:
     etcd_ca = root.issue_ca("swarm-etcd-ca")
     certs = _manager_with_etcd(root, etcd_ca)
     certs.save(tmp_path)
-    # What a save cut short after the key was replaced leaves: the old etcd certificate beside the new key.
     (tmp_path / "certificates" / "swarm-etcd.crt").write_bytes(_manager_with_etcd(root, etcd_ca).etcd_cert_pem or b"")
     loaded = pki.NodeCerts.load(tmp_path)
     assert loaded is not None and loaded.etcd_cert_pem is None and loaded.cert_pem == certs.cert_pem

@@ -38,9 +38,9 @@ def client_url(ip: str) -> str:
 
 def client_tls(certs: pki.NodeCerts) -> ssl.SSLContext:
     """This manager's context for reaching etcd members; ``pki.load_chain`` on it applies a renewed certificate."""
-    if certs.etcd_cert_pem is None or certs.etcd_ca_pem is None:
+    if certs.etcd_cert_pem is None or certs.etcd_ca_pem is None or certs.etcd_key_pem is None:
         raise RuntimeError(f"node {certs.identity.node_id} holds no etcd certificate, so it cannot run an etcd member")
-    ctx = pki.client_context(certs.etcd_ca_pem, certs.etcd_cert_pem, certs.key_pem)
+    ctx = pki.client_context(certs.etcd_ca_pem, certs.etcd_cert_pem, certs.etcd_key_pem)
     # The etcd CA is the trust anchor, though not self-signed.
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return ctx
@@ -129,7 +129,7 @@ class EtcdMember:
         return " / ".join(telling[-3:] or lines[-2:])
 
     def _tls_flags(self) -> list[str]:
-        cert, key, ca = (str(self.cert_dir / name) for name in (pki.ETCD_CERT_FILE, pki.KEY_FILE, pki.ETCD_CA_FILE))
+        cert, key, ca = (str(self.cert_dir / name) for name in (pki.ETCD_CERT_FILE, pki.ETCD_KEY_FILE, pki.ETCD_CA_FILE))
         return [
             "--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth",
             "--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", ca, "--peer-client-cert-auth",
