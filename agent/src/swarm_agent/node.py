@@ -41,9 +41,9 @@ from .api.models import (
 from .manager import dispatcher, logbroker
 from .manager.ca import ETCD_CA_COMMON_NAME, RootCA, node_certificates
 from .manager.etcd_member import EtcdMember, client_tls
-from .manager.keys import CA_AAD, ETCD_CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, new_key, parse_unlock_key, seal
+from .manager.keys import ETCD_CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, new_key, parse_unlock_key, seal
 from .manager.manager import Manager
-from .manager.rotation import issuer_info
+from .manager.rotation import Authority, issuer_info
 from .store.etcd import EtcdClient, op_put
 from .manager.ipam import INGRESS_NAME
 from .store.state import CA_KEY, ETCD_CA_KEY, JOIN_TOKENS, UNLOCK_KEY, Snapshot, Store
@@ -160,7 +160,6 @@ class NodeAgent:
         self._worker_task: asyncio.Task[None] | None = None
         self._renewal_task: asyncio.Task[None] | None = None
         self._server_tls: pki.ServerTLS | None = None
-        # Set when the managers want this node's certificate or trusted roots changed now (a root rotation).
         self._renewal = Renewal(self._identity, self._renew, config.renew_window)
         self._tcp: web.AppRunner | None = None
         self._transition = asyncio.Lock()
@@ -413,12 +412,10 @@ class NodeAgent:
             join_tokens = JoinTokenPair(Worker=tokens.new_token(root_ca.cert_pem),
                                         Manager=tokens.new_token(root_ca.cert_pem))
             sealed = [op_put(JOIN_TOKENS, seal(data_key, join_tokens.model_dump_json().encode(), TOKENS_AAD)),
-                      op_put(ETCD_CA_KEY, json.dumps({"cert": etcd_ca.cert_pem.decode(),
-                                                      "sealed_key": seal(data_key, etcd_ca.key_pem or b"", ETCD_CA_AAD)}))]
+                      op_put(ETCD_CA_KEY, json.dumps(etcd_ca.sealed_record(data_key, ETCD_CA_AAD)))]
             if unlock_key:
                 sealed.append(op_put(UNLOCK_KEY, seal(data_key, unlock_key, UNLOCK_AAD)))
-            ca_record = {"cert": root_ca.cert_pem.decode(),
-                         "sealed_key": seal(data_key, root_ca.key_pem or b"", CA_AAD)}
+            ca_record = Authority(root_ca).record(data_key)
             # etcd serves with the node's certificate files: they are written first.
             certs.save(self.config.data_dir)
             try:

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -18,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .. import tokens
 from ..pki import ROLE_OU, load_private_key, new_key_pem, public_key_der
+from .keys import seal, unseal
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,14 @@ class RootCA:
     def from_pem(cls, cert_pem: bytes, key_pem: bytes | None) -> RootCA:
         """A RootCA from stored or external PEM; ValueError naming what is wrong."""
         return cls(cert_pem, key_pem)
+
+    def sealed_record(self, data_key: bytes, aad: bytes) -> dict[str, str]:
+        """This CA as the store keeps it: its certificate, and its key sealed with the swarm's data key."""
+        return {"cert": self.cert_pem.decode(), "sealed_key": seal(data_key, self.key_pem or b"", aad)}
+
+    @classmethod
+    def from_sealed_record(cls, record: dict[str, Any], data_key: bytes, aad: bytes) -> RootCA:
+        return cls.from_pem(record["cert"].encode(), unseal(data_key, record["sealed_key"], aad))
 
     @property
     def digest(self) -> str:

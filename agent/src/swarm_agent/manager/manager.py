@@ -106,8 +106,7 @@ class Manager:
         etcd_record = await self.store.get_json(ETCD_CA_KEY)
         if etcd_record is None or self.data_key is None:
             raise RuntimeError("this manager cannot open the etcd CA: the store holds none, or the data key is missing")
-        self.etcd_ca = RootCA.from_pem(etcd_record["cert"].encode(),
-                                       unseal(self.data_key, etcd_record["sealed_key"], ETCD_CA_AAD))
+        self.etcd_ca = RootCA.from_sealed_record(etcd_record, self.data_key, ETCD_CA_AAD)
         self.running = True
         self._tasks = [
             asyncio.create_task(self.cache.run(), name="cache"),

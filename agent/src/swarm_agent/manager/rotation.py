@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ..api.models import TLSInfoSpec
 from .ca import RootCA
-from .keys import CA_AAD, seal, unseal
+from .keys import CA_AAD
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,9 @@ class Authority:
 
     def record(self, data_key: bytes) -> dict[str, Any]:
         """The store's CA record, keys sealed with the swarm's data key."""
-        out: dict[str, Any] = {"cert": self.root.cert_pem.decode(), "sealed_key": seal(data_key, self.root.key_pem or b"", CA_AAD)}
+        out: dict[str, Any] = self.root.sealed_record(data_key, CA_AAD)
         if self.new is not None:
-            out["rotation"] = {"cert": self.new.cert_pem.decode(), "sealed_key": seal(data_key, self.new.key_pem or b"", CA_AAD),
-                               "cross_signed": self.cross_pem.decode()}
+            out["rotation"] = {**self.new.sealed_record(data_key, CA_AAD), "cross_signed": self.cross_pem.decode()}
         return out
 
     def rotate_to(self, new: RootCA) -> Authority:
@@ -90,11 +89,11 @@ def authority_from_record(record: dict[str, Any], data_key: bytes | None) -> Aut
     if "sealed_key" in record:
         if data_key is None:
             raise RuntimeError("this manager holds no data key, so it cannot open the CA's signing key")
-        root = RootCA.from_pem(record["cert"].encode(), unseal(data_key, record["sealed_key"], CA_AAD))
+        root = RootCA.from_sealed_record(record, data_key, CA_AAD)
     else:
         root = RootCA.from_pem(record["cert"].encode(), record["key"].encode())
     rotation = record.get("rotation")
     if not rotation or data_key is None:
         return Authority(root)
-    new = RootCA.from_pem(rotation["cert"].encode(), unseal(data_key, rotation["sealed_key"], CA_AAD))
+    new = RootCA.from_sealed_record(rotation, data_key, CA_AAD)
     return Authority(root, new, rotation["cross_signed"].encode())
