@@ -35,7 +35,9 @@ class Wire(BaseModel):
         """
         if not isinstance(data, dict):
             return data
-        fields = cls.model_fields
+        fields = cls.__pydantic_fields__
+        if data.keys() <= fields.keys() and None not in data.values():
+            return data  # as written by the store and most clients: decoding tasks was much of a manager's work
         folded = _folded_names(cls)
         out: dict[str, Any] = {}
         for key, value in data.items():
@@ -58,7 +60,7 @@ _FOLDED: dict[type, dict[str, str]] = {}
 def _folded_names(cls: type[BaseModel]) -> dict[str, str]:
     names = _FOLDED.get(cls)
     if names is None:
-        names = _FOLDED[cls] = {name.lower(): name for name in cls.model_fields}
+        names = _FOLDED[cls] = {name.lower(): name for name in cls.__pydantic_fields__}
     return names
 
 
