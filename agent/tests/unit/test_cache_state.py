@@ -29,6 +29,29 @@ def test_a_tasks_wire_form_is_reused_until_the_task_changes_and_dropped_with_it(
     assert "t1" not in state._task_wires
 
 
+def test_a_nodes_assignment_stamp_moves_when_its_node_must_act_not_on_each_reported_state() -> None:
+    state = Snapshot()
+    task = Task(ID="t1", ServiceID="s", NodeID="n1", Spec=SPEC)
+    state.index_task(None, task)
+
+    def change(**fields: object) -> bool:
+        nonlocal task
+        before = state.assignment_stamp("n1")
+        changed = task.model_copy(update=fields)
+        state.index_task(task, changed)
+        task = changed
+        return state.assignment_stamp("n1") != before
+
+    for progress in (TaskState.ACCEPTED, TaskState.STARTING, TaskState.RUNNING):
+        assert not change(Status=TaskStatus(State=progress), UpdatedAt="later")
+    assert change(Status=TaskStatus(State=TaskState.FAILED, Err="exit 1"))  # an ended task is the node's concern
+    assert change(DesiredState=TaskState.SHUTDOWN)
+    assert change(Spec=Task(ID="x", ServiceID="s", Spec={"ContainerSpec": {"Image": "busybox:2"}}).Spec)
+    service_stamp = state.service_stamps["s"]
+    assert not change(Status=TaskStatus(State=TaskState.FAILED, Err="exit 2"))
+    assert state.service_stamps["s"] != service_stamp  # the orchestrator still sees every report
+
+
 def put(task: Task, revision: int) -> WatchEvent:
     return WatchEvent("put", KeyValue(TABLES[Task] + task.ID, task.model_dump_json().encode(), revision, 1))
 

@@ -22,7 +22,7 @@ from ..api.app import Route, agent_of, caller_of, json_response, read_body
 from ..api.errors import ApiError, BadRequest, Forbidden, NotFound
 from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, Task, TaskState, TaskStatus, TLSInfoSpec, now
 from ..api.secrets import referenced
-from ..store.state import DOWN_REPORTS, SESSIONS, Conflict
+from ..store.state import DOWN_REPORTS, REPORTED_FIELDS, SESSIONS, Conflict
 from .allocator import swarm_network_object
 from .rotation import issuer_info
 
@@ -254,7 +254,7 @@ def _what_the_node_acts_on(assignment: dict[str, Any]) -> dict[str, Any]:
     every state it reported itself (accepted, preparing, starting, running) back to it was most of a busy
     manager's work, as SwarmKit's dispatcher also found (it compares tasks without their status)."""
     tasks = [
-        {**{k: v for k, v in task.items() if k not in ("Status", "Version", "UpdatedAt")},
+        {**{k: v for k, v in task.items() if k not in REPORTED_FIELDS},
          "Ended": TaskState(task["Status"]["State"]).terminal}
         for task in assignment["tasks"]
     ]

@@ -365,6 +365,21 @@ class Store:
         await self.etcd.put(key, json.dumps(value), lease=lease)
 
 
+# What a status report changes in a task; the rest (and whether the task ended) is what its node acts on.
+REPORTED_FIELDS = frozenset({"Status", "Version", "UpdatedAt"})
+
+
+def _same_for_its_node(old: Task, new: Task) -> bool:
+    """Whether a task's node acts on ``new`` as on ``old``: only its status moved, and not into an end.
+
+    Each report (accepted, preparing, starting, running) woke the node's assignment stream, which rebuilt and
+    hashed the whole assignment to find nothing to send: most of a busy manager's work."""
+    if old.Status.State.terminal != new.Status.State.terminal:
+        return False
+    before, after = old.__dict__, new.__dict__
+    return all(before[name] == after[name] for name in before if name not in REPORTED_FIELDS)
+
+
 @dataclass
 class Snapshot:
     """What the cache holds; plain dicts keyed by ID."""
@@ -444,8 +459,9 @@ class Snapshot:
                 self.node_networks.setdefault(owner[5:], {})[network_id] = ip
 
     def index_task(self, old: Task | None, new: Task | None) -> None:
-        self.touch_node(old.NodeID if old is not None else None)
-        self.touch_node(new.NodeID if new is not None else None)
+        if old is None or new is None or not _same_for_its_node(old, new):
+            self.touch_node(old.NodeID if old is not None else None)
+            self.touch_node(new.NodeID if new is not None else None)
         for task in (old, new):
             if task is not None:
                 self.touch_service(task.ServiceID)
