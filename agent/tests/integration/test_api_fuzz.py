@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 # Operations left out, and why (each acts on the calling node itself, which here is the manager under test):
 EXCLUDED = {
     "GET /swarmd/assignments",  # the caller's assignment stream: it never ends, by design
-    "POST /swarmd/session",  # replaces the manager's own node description and session lease with the fuzzer's
+    "POST /swarmd/session",  # replaces the manager's own node description and session with the fuzzer's
     "POST /swarmd/leave",  # ends the manager's own session: its node goes down, as the protocol means it to
 }
 EXAMPLES = {GenerationMode.POSITIVE: 15, GenerationMode.NEGATIVE: 10}

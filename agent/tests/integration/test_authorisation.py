@@ -233,25 +233,25 @@ def test_a_worker_reports_only_its_own_tasks(lab):
 def test_a_node_keeps_alive_only_its_own_session(lab):
     manager, worker, other = form_swarm(lab.add_hosts("m1", "w1", "w2"))
 
-    async def leases() -> dict[str, int]:
+    async def sessions_now() -> dict[str, int]:
         etcd = etcd_of(manager)
         try:
             kvs, _ = await etcd.get_prefix(SESSIONS)
         finally:
             await etcd.close()
-        return {kv.key.removeprefix(SESSIONS): int(json.loads(kv.value)["lease"]) for kv in kvs}
+        return {kv.key.removeprefix(SESSIONS): int(json.loads(kv.value)["session"]) for kv in kvs}
 
     def all_three() -> dict[str, int] | None:
-        found = asyncio.run(leases())
+        found = asyncio.run(sessions_now())
         return found if len(found) == 3 else None
 
     sessions = wait_for("a session of each node", all_three)
     host, port = manager.addr.rsplit(":", 1)
 
-    def heartbeat(lease: int) -> tuple[int, dict]:
+    def heartbeat(session: int) -> tuple[int, dict]:
         conn = http.client.HTTPSConnection(host, int(port), context=context_of(certs_of(worker)), timeout=10)
         try:
-            conn.request("POST", "/swarmd/heartbeat", body=json.dumps({"lease": lease}),
+            conn.request("POST", "/swarmd/heartbeat", body=json.dumps({"session": session}),
                          headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             return resp.status, json.loads(resp.read())

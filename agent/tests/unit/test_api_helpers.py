@@ -54,8 +54,8 @@ def test_a_version_outside_etcds_revisions_is_a_bad_request(raw):
         query_version(request)
 
 
-# The same etcd int64 limit, on the heartbeat's lease ID.
-@pytest.mark.parametrize("lease", [0, -5, 2**63])
-def test_a_heartbeat_for_a_lease_etcd_cannot_hold_is_refused(lease):
-    with pytest.raises(ValueError, match="lease"):
-        HeartbeatBody.model_validate({"lease": lease})
+# Session IDs are positive int64s, as the agent makes them.
+@pytest.mark.parametrize("session", [0, -5, 2**63])
+def test_a_heartbeat_for_a_session_id_out_of_range_is_refused(session):
+    with pytest.raises(ValueError, match="session"):
+        HeartbeatBody.model_validate({"session": session})

@@ -86,7 +86,7 @@ class ControlLoop:
         await self.allocate_nodes()
 
     async def check_liveness(self) -> None:
-        """A node is ready while its session lease lives; Down once it expires, or as soon as gossip on
+        """A node is ready while its session lives; Down once it expires, or as soon as gossip on
         enough other nodes finds it dead (then its session is ended too, so it must open a new one)."""
         state = self.mgr.cache.state
         changed: list[Node] = []
@@ -96,9 +96,7 @@ class ControlLoop:
         for node in state.nodes.values():
             reported = len(state.down_reports.get(node.ID, ())) >= witnesses
             if reported and node.ID in state.sessions:
-                lease = state.sessions[node.ID].get("lease")
-                if lease:
-                    await self.mgr.store.etcd.lease_revoke(int(lease))
+                await self.mgr.sessions.end(node.ID)
             alive = node.ID in state.sessions and not reported
             if node.Status.State == "ready" and not alive:
                 updated = node.model_copy(deep=True)

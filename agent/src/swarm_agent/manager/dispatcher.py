@@ -1,16 +1,16 @@
 """The dispatcher: joins, worker sessions, heartbeats, assignments and status reports (``/swarmd/``).
 
-Every manager serves it. A session's liveness is an etcd lease on
-``/swarm/sessions/<node id>`` that each heartbeat renews, so whichever
-manager a worker talks to, the leader sees the node go quiet when the lease
-expires, and a worker that fails over to another manager keeps its lease.
+Every manager serves it. A node is alive while its session key
+``/swarm/sessions/<node id>`` exists; the manager that holds the session
+notes heartbeats in memory and deletes the key when they stop (see
+``sessions.py``), so the leader sees the node go quiet whichever manager it
+talks to.
 """
 
 import asyncio
 import hashlib
 import json
 import logging
-import math
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
@@ -22,9 +22,10 @@ from ..api.app import Route, agent_of, caller_of, json_response, read_body
 from ..api.errors import ApiError, BadRequest, Forbidden, NotFound
 from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, Task, TaskState, TaskStatus, TLSInfoSpec, now
 from ..api.secrets import referenced
-from ..store.state import DOWN_REPORTS, REPORTED_FIELDS, SESSIONS, Conflict
+from ..store.state import DOWN_REPORTS, REPORTED_FIELDS, Conflict
 from .allocator import swarm_network_object
 from .rotation import issuer_info
+from .sessions import SessionExpired
 
 if TYPE_CHECKING:
     from .manager import Manager
@@ -49,7 +50,7 @@ class SessionBody(BaseModel):
 
 
 class HeartbeatBody(BaseModel):
-    lease: int = Field(gt=0, le=2**63 - 1)  # an etcd lease ID: etcd refuses any other as a store error
+    session: int = Field(gt=0, le=2**63 - 1)  # the ID the session was opened with
 
 
 class StatusUpdate(BaseModel):
@@ -138,10 +139,7 @@ async def open_session(request: web.Request) -> web.Response:
     body: SessionBody = await read_body(request, "session request")
     peer_ip = request.transport.get_extra_info("peername")[0] if request.transport else ""
     period = await mgr.heartbeat_period()
-    lease = await mgr.store.etcd.lease_grant(max(2, math.ceil(3 * period)))
-    await mgr.store.put_json(
-        SESSIONS + node_id, {"manager": mgr.node_id, "since": now(), "addr": peer_ip, "lease": lease}, lease=lease
-    )
+    session = await mgr.sessions.open(node_id, peer_ip, period)
     for _ in range(5):
         node = await mgr.store.get(Node, node_id)
         if node is None:
@@ -155,9 +153,9 @@ async def open_session(request: web.Request) -> web.Response:
             break
         except Conflict:
             continue
-    log.info("node %s opened a session with manager %s (lease %x, certificate serial %x)",
-             node_id, mgr.node_id, lease, caller_of(request).identity.serial)
-    return json_response({"lease": lease, "heartbeat_period": period, "managers": mgr.manager_addrs()})
+    log.info("node %s opened a session with manager %s (session %x, certificate serial %x)",
+             node_id, mgr.node_id, session, caller_of(request).identity.serial)
+    return json_response({"session": session, "heartbeat_period": period, "managers": mgr.manager_addrs()})
 
 
 def _tls_info(mgr: "Manager", request: web.Request, description: NodeDescription) -> TLSInfoSpec | None:
@@ -176,30 +174,22 @@ async def heartbeat(request: web.Request) -> web.Response:
     mgr = manager_of(request)
     node_id = node_of(request)
     body: HeartbeatBody = await read_body(request, "heartbeat")
-    # Only the lease of the caller's own session: any other (another node's session, the leader's) would be
-    # kept alive by a node that has no business doing so. The cache may not show a session just opened yet.
-    record = mgr.cache.state.sessions.get(node_id)
-    if record is None or int(record.get("lease", 0)) != body.lease:
-        record = await mgr.store.get_json(SESSIONS + node_id)
-    if record is None or int(record.get("lease", 0)) != body.lease:
-        raise ApiError(f"session expired: lease {body.lease:x} is not the session of node {node_id}; "
-                       "open a new one", status=410)
-    ttl = await mgr.leases.lease_keepalive(body.lease)
-    if ttl <= 0:
-        raise ApiError("session expired: open a new one", status=410)
-    # A session keeps a period its lease outlives three times over, however the period has stretched since.
+    period = await mgr.heartbeat_period()
+    try:
+        # Only the caller's own session: another node's would be kept alive by a node with no business doing so.
+        await mgr.sessions.heartbeat(node_id, body.session, period)
+    except SessionExpired as exc:
+        raise ApiError(str(exc), status=410) from None
     authority = mgr.authority
-    return json_response({"heartbeat_period": min(await mgr.heartbeat_period(), ttl / 3),
-                          "trust_root": authority.trust_pem.decode(), "issuer": authority.signer.cert_pem.decode()})
+    return json_response({"heartbeat_period": period, "trust_root": authority.trust_pem.decode(),
+                          "issuer": authority.signer.cert_pem.decode()})
 
 
 async def leave(request: web.Request) -> web.Response:
-    """A node leaving the swarm ends its session now, so it shows Down at once rather than when the lease expires."""
+    """A node leaving the swarm ends its session now, so it shows Down at once rather than when it would expire."""
     mgr = manager_of(request)
     node_id = node_of(request)
-    record = await mgr.store.get_json(SESSIONS + node_id)
-    if record is not None and record.get("lease"):
-        await mgr.store.etcd.lease_revoke(int(record["lease"]))
+    await mgr.sessions.end(node_id)
     log.info("node %s left the swarm", node_id)
     return json_response({})
 

@@ -25,6 +25,7 @@ from .etcd_member import EtcdMember, client_url, peer_url
 from .keys import ETCD_CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, seal, unseal, value_aad
 from .logbroker import LogBroker
 from .rotation import Authority, authority_from_record
+from .sessions import Sessions
 from .task_writes import TaskWrites
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class Manager:
         self.store = Store(etcd)
         self.cache = Cache(etcd)
         self.task_writes = TaskWrites(self.store, lambda: self.cache.revision)
-        # Leases (nodes' heartbeats, the leader's, this manager's record) are renewed through connections of
+        # Leases (nodes' sessions, the leader's, this manager's record) are renewed through connections of
         # their own: a lease must not lapse because status writes and reads hold every connection of the store's.
         self.leases = etcd.sibling(etcd.endpoints)
         self.authority: Authority
@@ -79,6 +80,7 @@ class Manager:
         self._control: ControlLoop | None = None
         self._record_lease = 0
         self.logs = LogBroker(self)
+        self.sessions = Sessions(self)
         # The swarm's data key (see keys.py), and this manager's copy of it on disk.
         self.data_key = data_key
         self.key_file = key_file
@@ -113,6 +115,8 @@ class Manager:
             asyncio.create_task(self._advertise(), name="manager-record"),
             asyncio.create_task(self._campaign(), name="election"),
             asyncio.create_task(self._follow_ca(), name="root-ca"),
+            # A stop leaves the session lease to expire: its nodes move to other managers meanwhile.
+            asyncio.create_task(self.sessions.run(), name="sessions"),
         ]
         await self.cache.ready()
         if self.data_key is not None and self.key_file is not None:

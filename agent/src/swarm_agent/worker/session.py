@@ -152,7 +152,7 @@ class WorkerSession:
             # Whatever the previous manager had not yet recorded must be sent again.
             self._sent.clear()
             jobs = [
-                asyncio.create_task(self._heartbeats(http, base, int(body["lease"]), float(body["heartbeat_period"]))),
+                asyncio.create_task(self._heartbeats(http, base, int(body["session"]), float(body["heartbeat_period"]))),
                 asyncio.create_task(self._assignments(http, base, float(body["heartbeat_period"]))),
                 asyncio.create_task(self._reports(http, base)),
                 asyncio.create_task(self._reopen_wanted()),
@@ -181,7 +181,7 @@ class WorkerSession:
 
     # ------------------------------------------------------------- streams
 
-    async def _heartbeats(self, http: aiohttp.ClientSession, base: str, lease: int, period: float) -> None:
+    async def _heartbeats(self, http: aiohttp.ClientSession, base: str, session: int, period: float) -> None:
         loop = asyncio.get_running_loop()
         sent = renewed = loop.time()
         while True:
@@ -190,7 +190,7 @@ class WorkerSession:
             await asyncio.sleep(max(0.0, sent + period - loop.time()))
             sent = loop.time()
             try:
-                async with http.post(base + "/heartbeat", json={"lease": lease},
+                async with http.post(base + "/heartbeat", json={"session": session},
                                      timeout=aiohttp.ClientTimeout(total=2 * period)) as resp:
                     body = await resp.json(content_type=None)
             except asyncio.TimeoutError:
@@ -205,8 +205,7 @@ class WorkerSession:
                 if resp.status < 500:
                     raise aiohttp.ClientError(f"heartbeat refused: {body.get('message', resp.status)}")
                 failure = str(body.get("message", resp.status))
-            # A busy manager (slow to answer, or its store slow to renew): the lease outlives three periods, so
-            # the session holds until then. Opening a new one at once would add that work to the manager's load.
+            # A busy manager (slow to answer): the session outlives three periods, so it holds until then. Opening a new one at once would add that work to the manager's load.
             if loop.time() - renewed >= 3 * period:
                 raise aiohttp.ClientError(f"heartbeats failed for {3 * period:.0f} s: {failure}")
             log.info("node %s: heartbeat failed (%s); trying again", self.node_id, failure)

@@ -1,0 +1,176 @@
+"""The worker sessions a manager holds, all under one etcd lease of its own.
+
+A node is alive while its session key ``/swarm/sessions/<node id>`` exists (the leader reads the cache). The
+manager that opened the session attaches the key to its session lease, which it renews once a second, and
+notes each heartbeat in memory; when a node falls silent for three heartbeat periods, its manager deletes the
+key. So a heartbeat costs no store call: renewing one etcd lease per heartbeat was an eighth of a busy
+manager's work and most of its etcd's at rest (SwarmKit's dispatcher, too, keeps heartbeats in memory).
+
+If the manager dies, its sessions go when its lease expires, three periods later: its nodes, finding it gone
+at their next heartbeat, have opened sessions with another manager by then. A manager that restarts takes
+over the sessions its nodes still heartbeat to, and a graceful stop leaves its lease to expire rather than
+revoke it, so that its nodes do not show down while they move.
+"""
+
+import asyncio
+import json
+import logging
+import math
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..api.models import now
+from ..store.etcd import EtcdError, cmp_mod, op_delete, op_put
+from ..store.state import SESSIONS
+
+if TYPE_CHECKING:
+    from .manager import Manager
+
+log = logging.getLogger(__name__)
+
+# A session ends after this many heartbeat periods without a heartbeat; the manager's lease lasts as long,
+# so that its nodes can move to another manager before their sessions go with it.
+PERIODS_TO_EXPIRY = 3
+MIN_LEASE_TTL = 5  # seconds: the lease is renewed every second, and must survive a busy event loop
+
+
+class SessionExpired(Exception):
+    """The heartbeat's session is not (or no longer) the node's: it must open a new one."""
+
+
+@dataclass
+class Held:
+    session: int  # the session's ID, which the node sends with each heartbeat
+    revision: int  # the key's revision as this manager last wrote it: a key rewritten elsewhere is not deleted
+    expires: float  # event loop time
+
+
+class Sessions:
+    def __init__(self, mgr: "Manager") -> None:
+        self.mgr = mgr
+        self.lease = 0
+        self.lease_ttl = 0
+        self.held: dict[str, Held] = {}
+        self._granting = asyncio.Lock()
+
+    async def open(self, node_id: str, addr: str, period: float) -> int:
+        """Start a new session for ``node_id`` (replacing any it had); returns the session's ID."""
+        session = secrets.randbits(62) + 1
+        await self._hold(node_id, {"manager": self.mgr.node_id, "since": now(), "addr": addr, "session": session},
+                         guard=None, period=period)
+        return session
+
+    async def heartbeat(self, node_id: str, session: int, period: float) -> None:
+        """Note that the node is alive; its session must be its current one. Raises SessionExpired."""
+        held = self.held.get(node_id)
+        if held is not None and held.session == session and self.lease:
+            held.expires = asyncio.get_running_loop().time() + PERIODS_TO_EXPIRY * period
+            return
+        # Not held here: a session opened by this manager before it restarted, or before it lost its lease.
+        kv = await self.mgr.store.etcd.get(SESSIONS + node_id)
+        record = _decode(kv.value) if kv else None
+        if record is None or record.get("session") != session:
+            raise SessionExpired(f"session expired: {session:x} is not the session of node {node_id}; "
+                                 "open a new one")
+        await self._hold(node_id, record, guard=kv.mod_revision, period=period)
+        log.info("manager %s took over the session of node %s", self.mgr.node_id, node_id)
+
+    async def end(self, node_id: str) -> None:
+        """End the node's session now (it left, or gossip found it dead), whichever manager holds it."""
+        self.held.pop(node_id, None)
+        await self.mgr.store.etcd.txn([], [op_delete(SESSIONS + node_id)])
+
+    async def run(self) -> None:
+        """Renew the lease, and end the sessions whose nodes fell silent."""
+        while True:
+            await asyncio.sleep(1)
+            try:
+                await self._renew()
+                self._forget_ended_elsewhere()
+                await self._expire()
+            except EtcdError as exc:
+                log.warning("manager %s could not keep its sessions: %s", self.mgr.node_id, exc)
+
+    async def _hold(self, node_id: str, record: dict[str, Any], guard: int | None, period: float) -> None:
+        lease = await self._lease(period)
+        key = SESSIONS + node_id
+        compare = [cmp_mod(key, guard)] if guard is not None else []
+        ok, revision, _ = await self.mgr.store.etcd.txn(
+            compare, [op_put(key, json.dumps({**record, "manager": self.mgr.node_id}), lease=lease)])
+        if not ok:
+            raise SessionExpired(f"session expired: node {node_id}'s session changed meanwhile; open a new one")
+        self.held[node_id] = Held(int(record["session"]), revision,
+                                  asyncio.get_running_loop().time() + PERIODS_TO_EXPIRY * period)
+
+    async def _lease(self, period: float) -> int:
+        async with self._granting:
+            if not self.lease:
+                self.lease_ttl = max(MIN_LEASE_TTL, math.ceil(PERIODS_TO_EXPIRY * period))
+                self.lease = await self.mgr.leases.lease_grant(self.lease_ttl)
+                log.info("manager %s holds its sessions under lease %x (TTL %d s)",
+                         self.mgr.node_id, self.lease, self.lease_ttl)
+            return self.lease
+
+    async def _renew(self) -> None:
+        if not self.lease:
+            return
+        if await self.mgr.leases.lease_keepalive(self.lease) <= 0:
+            log.warning("manager %s lost its session lease %x: %d sessions ended",
+                        self.mgr.node_id, self.lease, len(self.held))
+            self.lease = 0
+            self.held.clear()
+            return
+        period = await self.mgr.heartbeat_period()
+        if PERIODS_TO_EXPIRY * period > self.lease_ttl:
+            await self._move_to_longer_lease(period)
+
+    async def _move_to_longer_lease(self, period: float) -> None:
+        """The period stretched as nodes joined: the sessions must outlive it three times, so a longer lease."""
+        old = self.lease
+        async with self._granting:
+            self.lease = 0
+        for node_id, held in list(self.held.items()):
+            if self.held.get(node_id) is not held:
+                continue  # a heartbeat meanwhile moved it, or it expired
+            kv = await self.mgr.store.etcd.get(SESSIONS + node_id)
+            record = _decode(kv.value) if kv else None
+            if record is None or kv.mod_revision != held.revision:
+                self.held.pop(node_id, None)
+                continue
+            try:
+                await self._hold(node_id, record, guard=held.revision, period=period)
+            except SessionExpired:
+                self.held.pop(node_id, None)
+            else:
+                self.held[node_id].expires = held.expires
+        await self.mgr.leases.lease_revoke(old)
+
+    def _forget_ended_elsewhere(self) -> None:
+        """Drop sessions whose key the cache, past this manager's write, shows deleted or replaced (the node left
+        through another manager, or gossip found it dead): their next heartbeat is refused, and the node opens
+        a new session."""
+        cache = self.mgr.cache
+        for node_id, held in list(self.held.items()):
+            record = cache.state.sessions.get(node_id)
+            if cache.revision >= held.revision and (record is None or record.get("session") != held.session):
+                del self.held[node_id]
+
+    async def _expire(self) -> None:
+        time = asyncio.get_running_loop().time()
+        for node_id, held in list(self.held.items()):
+            if held.expires > time:
+                continue
+            del self.held[node_id]
+            key = SESSIONS + node_id
+            deleted, _, _ = await self.mgr.store.etcd.txn([cmp_mod(key, held.revision)], [op_delete(key)])
+            if deleted:
+                log.warning("node %s missed its heartbeats: manager %s ended its session", node_id, self.mgr.node_id)
+
+
+def _decode(value: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
