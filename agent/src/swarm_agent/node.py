@@ -310,6 +310,7 @@ class NodeAgent:
             node_id=self.state.node_id,
             certs=self.certs,
             managers=own + [m for m in self.state.managers if m not in own],
+            stay_with_first=bool(own),
             executor=executor,
             hostname=self.config.hostname,
             on_managers=self._remember_managers,

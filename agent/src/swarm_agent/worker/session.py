@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import logging
+import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,16 @@ class SessionRefused(Exception):
     """A manager refused the session for good (the node was removed)."""
 
 
+def connection_order(managers: list[str], stay_with_first: bool, rng: random.Random | None = None) -> list[str]:
+    """The managers in the order to try them: from a random one on, so that nodes' sessions spread over the
+    managers as SwarmKit's agents' do (each manager serves a share of the heartbeats and assignment streams,
+    rather than the one every node joined through serving them all). A manager's own node stays with its own."""
+    if stay_with_first or len(managers) < 2:
+        return list(managers)
+    start = (rng or random).randrange(len(managers))
+    return managers[start:] + managers[:start]
+
+
 class WorkerSession:
     def __init__(
         self,
@@ -50,11 +61,13 @@ class WorkerSession:
         on_authority: Callable[[bytes, bytes], None] = lambda trust, issuer: None,
         network: NodeNetwork | None = None,
         files: TaskFiles | None = None,
+        stay_with_first: bool = False,
     ) -> None:
         self.node_id = node_id
         self.certs = certs
         self._ssl = pki.client_context(certs.ca_pem, certs.cert_pem, certs.key_pem)
         self.managers = list(managers)
+        self.stay_with_first = stay_with_first  # a manager's own node: its own manager first, always
         self.executor = executor
         self.hostname = hostname
         self.on_managers = on_managers
@@ -106,7 +119,7 @@ class WorkerSession:
         failures = 0
         try:
             while True:
-                for addr in list(self.managers):
+                for addr in connection_order(self.managers, self.stay_with_first):
                     try:
                         await self._serve(addr)
                     except SessionRefused as exc:
