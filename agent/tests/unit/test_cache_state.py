@@ -82,6 +82,32 @@ async def test_a_batch_lets_other_work_run_between_whole_revisions_only(monkeypa
         "t1": "running", "t2": "new", "t3": "new", "t4": "new"}
 
 
+def test_equal_task_specs_are_one_object_in_the_cache() -> None:
+    from swarm_agent.api.models import Service, ServiceSpec
+
+    def put_service(service: Service, revision: int) -> WatchEvent:
+        return WatchEvent("put", KeyValue(TABLES[Service] + service.ID, service.model_dump_json().encode(),
+                                          revision, 1))
+
+    cache = Cache(None)  # type: ignore[arg-type]  # applying events reads nothing from etcd
+    spec = ServiceSpec.model_validate({"Name": "web", "TaskTemplate": SPEC})
+    cache._apply("put", put_service(Service(ID="s", Spec=spec), 1).kv)
+    template = cache.state.services["s"].Spec.TaskTemplate
+    # A scaled service keeps its template object; a new task of it holds that object, and so does its next state.
+    scaled = Service(ID="s", Spec=ServiceSpec.model_validate({**spec.wire(), "Mode": {"Replicated": {"Replicas": 5}}}))
+    cache._apply("put", put_service(scaled, 2).kv)
+    assert cache.state.services["s"].Spec.TaskTemplate is template
+    task = Task(ID="t1", ServiceID="s", NodeID="n1", Spec=SPEC)
+    cache._apply("put", put(task, 3).kv)
+    assert cache.state.tasks["t1"].Spec is template
+    cache._apply("put", put(task.model_copy(update={"Status": TaskStatus(State=TaskState.RUNNING)}), 4).kv)
+    assert cache.state.tasks["t1"].Spec is template
+    # Another spec stays its own, equal to what was stored.
+    other = Task(ID="t2", ServiceID="s", Spec={"ContainerSpec": {"Image": "busybox:2"}})
+    cache._apply("put", put(other, 5).kv)
+    assert cache.state.tasks["t2"].Spec is not template and cache.state.tasks["t2"].Spec == other.Spec
+
+
 def test_guarded_writes_are_split_by_count_and_by_size() -> None:
     from swarm_agent.store.etcd import cmp_absent, op_put
     from swarm_agent.store.state import MAX_TXN_BYTES, MAX_TXN_OPS, _chunks

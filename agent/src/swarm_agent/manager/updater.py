@@ -91,9 +91,11 @@ def plan_update(
     monitored_until = 0.0
     for key in sorted(slots, key=_slot_order):
         history = slots[key]
-        live = [task for task in history if is_live(task)]
-        current = [task for task in live if task.Spec == template]
-        old = [task for task in live if task.Spec != template]
+        current: list[Task] = []
+        old: list[Task] = []
+        for task in history:
+            if is_live(task):
+                (current if task.Spec == template else old).append(task)
         if current and old:
             # Start-first: the old task goes once its replacement is observed running.
             if any(task.Status.State == TaskState.RUNNING for task in current):

@@ -380,6 +380,22 @@ def _same_for_its_node(old: Task, new: Task) -> bool:
     return all(before[name] == after[name] for name in before if name not in REPORTED_FIELDS)
 
 
+def _share_task_spec(state: "Snapshot", old: Any, new: Any) -> None:
+    """Let a decoded task or service hold the very TaskSpec object that an equal one already in the cache holds:
+    its previous version's, or (a new task) its service's template. The orchestrator compares every task's
+    spec with its service's on each pass, a deep comparison of two equal objects that is now an identity check;
+    and a hundred thousand tasks of few services hold few specs."""
+    if isinstance(new, Task):
+        if old is not None and new.Spec == old.Spec:
+            new.Spec = old.Spec
+        elif old is None:
+            service = state.services.get(new.ServiceID)
+            if service is not None and new.Spec == service.Spec.TaskTemplate:
+                new.Spec = service.Spec.TaskTemplate
+    elif isinstance(new, Service) and old is not None and new.Spec.TaskTemplate == old.Spec.TaskTemplate:
+        new.Spec.TaskTemplate = old.Spec.TaskTemplate
+
+
 @dataclass
 class Snapshot:
     """What the cache holds; plain dicts keyed by ID."""
@@ -551,6 +567,7 @@ class Cache:
                     old = table.pop(obj_id, None)
                     new = None if kind == "delete" else decode(model, kv)
                     if new is not None:
+                        _share_task_spec(state, old, new)
                         table[obj_id] = new
                     if model is Task:
                         state.index_task(old, new)
