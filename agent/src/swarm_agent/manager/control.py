@@ -181,15 +181,29 @@ class ControlLoop:
         if not service_ids:
             return
         stamps = {sid: state.service_stamps.get(sid, 0) for sid in service_ids}
-        plan = reconcile(
-            [state.services[sid] for sid in service_ids if sid in state.services],
-            [state.tasks[t] for sid in service_ids for t in state.tasks_by_service.get(sid, ()) if t in state.tasks],
-            list(state.nodes.values()),
-            history_limit=limit,
-            now=time.time(),
-            new_id=new_node_id,
-            running_since=self.running_since,
-        )
+        nodes = list(state.nodes.values())
+        plan = Plan()
+        for sid in service_ids:
+            # Services are reconciled one at a time, each on what the cache holds when its turn comes, and other
+            # work runs in between: a pass over ten thousand tasks held the event loop (heartbeats, API reads)
+            # for a large part of a second. Writes are compare-and-swap, so a view that moved on is safe.
+            state = self.mgr.cache.state
+            service = state.services.get(sid)
+            part = reconcile(
+                [service] if service is not None else [],
+                [state.tasks[t] for t in state.tasks_by_service.get(sid, ()) if t in state.tasks],
+                nodes,
+                history_limit=limit,
+                now=time.time(),
+                new_id=new_node_id,
+                running_since=self.running_since,
+            )
+            plan.create += part.create
+            plan.update += part.update
+            plan.delete += part.delete
+            plan.services += part.services
+            await asyncio.sleep(0)
+        state = self.mgr.cache.state
         self._note_settled(service_ids, stamps, plan)
         if plan.empty():
             return
