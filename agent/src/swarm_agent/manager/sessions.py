@@ -6,10 +6,10 @@ notes each heartbeat in memory; when a node falls silent for three heartbeat per
 key. So a heartbeat costs no store call: renewing one etcd lease per heartbeat was an eighth of a busy
 manager's work and most of its etcd's at rest (SwarmKit's dispatcher, too, keeps heartbeats in memory).
 
-If the manager dies, its sessions go when its lease expires, three periods later: its nodes, finding it gone
-at their next heartbeat, have opened sessions with another manager by then. A manager that restarts takes
-over the sessions its nodes still heartbeat to, and a graceful stop leaves its lease to expire rather than
-revoke it, so that its nodes do not show down while they move.
+If the manager dies, its sessions go when its lease expires (three periods, at least 15 s): its nodes,
+finding it gone at their next heartbeat, have opened sessions with another manager by then. A manager that
+restarts takes over the sessions its nodes still heartbeat to, and a graceful stop leaves its lease to expire
+rather than revoke it, so that its nodes do not show down while they move.
 """
 
 import asyncio
@@ -29,10 +29,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A session ends after this many heartbeat periods without a heartbeat; the manager's lease lasts as long,
-# so that its nodes can move to another manager before their sessions go with it.
+# A session ends after this many heartbeat periods without a heartbeat.
 PERIODS_TO_EXPIRY = 3
-MIN_LEASE_TTL = 5  # seconds: the lease is renewed every second, and must survive a busy event loop
+# The manager's lease lasts as long, and at least this many seconds: renewed every second, it must outlive a
+# stalled event loop, or every session of the manager ends at once. The TTL is set when the lease is granted;
+# if the period stretches past a third of it afterwards (thousands of nodes joining), a dead manager's nodes can
+# show down for a moment before they move. Moving every session to a longer lease instead held up the renewals
+# of both leases while it ran, and lost them, at 2,500 nodes.
+MIN_LEASE_TTL = 15
 
 
 class SessionExpired(Exception):
@@ -120,31 +124,6 @@ class Sessions:
                         self.mgr.node_id, self.lease, len(self.held))
             self.lease = 0
             self.held.clear()
-            return
-        period = await self.mgr.heartbeat_period()
-        if PERIODS_TO_EXPIRY * period > self.lease_ttl:
-            await self._move_to_longer_lease(period)
-
-    async def _move_to_longer_lease(self, period: float) -> None:
-        """The period stretched as nodes joined: the sessions must outlive it three times, so a longer lease."""
-        old = self.lease
-        async with self._granting:
-            self.lease = 0
-        for node_id, held in list(self.held.items()):
-            if self.held.get(node_id) is not held:
-                continue  # a heartbeat meanwhile moved it, or it expired
-            kv = await self.mgr.store.etcd.get(SESSIONS + node_id)
-            record = _decode(kv.value) if kv else None
-            if record is None or kv.mod_revision != held.revision:
-                self.held.pop(node_id, None)
-                continue
-            try:
-                await self._hold(node_id, record, guard=held.revision, period=period)
-            except SessionExpired:
-                self.held.pop(node_id, None)
-            else:
-                self.held[node_id].expires = held.expires
-        await self.mgr.leases.lease_revoke(old)
 
     def _forget_ended_elsewhere(self) -> None:
         """Drop sessions whose key the cache, past this manager's write, shows deleted or replaced (the node left
