@@ -1,8 +1,9 @@
-"""Which manager a node's session tries first: workers spread over the managers, a manager's node keeps its own."""
+"""Which manager a node's session tries first (workers spread over the managers, a manager's node keeps its own),
+and how long it waits between attempts."""
 
 import random
 
-from swarm_agent.worker.session import connection_order
+from swarm_agent.worker.session import RECONNECT_BASE, RECONNECT_MAX, connection_order, reconnect_delay
 
 MANAGERS = ["10.0.0.1:2377", "10.0.0.2:2377", "10.0.0.3:2377"]
 
@@ -21,3 +22,15 @@ def test_workers_start_at_any_manager_and_try_every_one() -> None:
 def test_a_managers_own_node_always_starts_with_its_own_manager() -> None:
     assert all(connection_order(MANAGERS, stay_with_first=True) == MANAGERS for _ in range(50))
     assert connection_order(MANAGERS[:1], stay_with_first=False) == MANAGERS[:1]
+
+
+def test_reconnect_waits_grow_to_a_cap_and_are_spread() -> None:
+    rng = random.Random(3)
+    bounds = [max(reconnect_delay(failures, rng) for _ in range(200)) for failures in range(12)]
+    assert bounds[0] <= RECONNECT_BASE
+    assert all(later >= earlier for earlier, later in zip(bounds[:6], bounds[1:7]))
+    assert all(bound <= RECONNECT_MAX for bound in bounds) and bounds[-1] > RECONNECT_MAX * 0.9
+    # Nodes cut off together come back spread over half the bound, not all at once.
+    waits = [reconnect_delay(10, rng) for _ in range(500)]
+    assert min(waits) >= RECONNECT_MAX / 2 and max(waits) - min(waits) > RECONNECT_MAX / 3
+    assert reconnect_delay(10**6, rng) <= RECONNECT_MAX

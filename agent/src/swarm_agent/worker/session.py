@@ -31,6 +31,14 @@ RECONCILE_INTERVAL = 2.0
 START_CONCURRENCY = 4
 # Containers stopped at once, each waiting up to its grace period in a thread of its own.
 STOP_CONCURRENCY = 16
+# How long a manager may take to open a session. A busy manager that answers late has done the work (a session
+# held, the node record written); a node that gave up after a few seconds and went to the next manager added that
+# work there too, and at thousands of nodes the managers spent their time opening sessions nobody kept.
+SESSION_OPEN_TIMEOUT = 30.0
+# Waits between failed attempts to open a session grow from this to RECONNECT_MAX, each drawn at random below
+# its bound (SwarmKit's agent backs off the same way) so that nodes cut off together do not come back together.
+RECONNECT_BASE = 0.2
+RECONNECT_MAX = 8.0
 
 
 class SessionRefused(Exception):
@@ -45,6 +53,12 @@ def connection_order(managers: list[str], stay_with_first: bool, rng: random.Ran
         return list(managers)
     start = (rng or random).randrange(len(managers))
     return managers[start:] + managers[:start]
+
+
+def reconnect_delay(failures: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait after ``failures`` attempts in a row that opened no session."""
+    bound = min(RECONNECT_MAX, RECONNECT_BASE * 2 ** min(failures, 16))
+    return (rng or random).uniform(bound / 2, bound)
 
 
 class WorkerSession:
@@ -126,10 +140,12 @@ class WorkerSession:
                         log.error("node %s: manager %s refused the session: %s", self.node_id, addr, exc)
                         await asyncio.sleep(5)
                     except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-                        log.warning("node %s: session with manager %s ended: %s", self.node_id, addr, exc or type(exc).__name__)
+                        log.warning("node %s: session with manager %s ended: %s", self.node_id, addr,
+                                    str(exc) or type(exc).__name__)
+                    # A session that opened ends the run of failures: the next attempt is quick.
+                    failures = 0 if self.connected_to else failures + 1
                     self.connected_to = None
-                    failures += 1
-                    await asyncio.sleep(min(2.0, 0.2 * failures))
+                    await asyncio.sleep(reconnect_delay(failures))
         finally:
             events.cancel()
             reconciler.cancel()
@@ -152,7 +168,7 @@ class WorkerSession:
             description.TLSInfo = TLSInfoSpec(TrustRoot=self.certs.ca_pem.decode())
             self._reopen.clear()
             async with http.post(base + "/session", json={"description": description.wire()},
-                                 timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                                 timeout=aiohttp.ClientTimeout(total=SESSION_OPEN_TIMEOUT)) as resp:
                 body = await resp.json(content_type=None)
                 if resp.status in (403, 404):
                     raise SessionRefused(body.get("message", resp.status))
