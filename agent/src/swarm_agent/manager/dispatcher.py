@@ -144,9 +144,14 @@ async def open_session(request: web.Request) -> web.Response:
         node = await mgr.store.get(Node, node_id)
         if node is None:
             raise NotFound(f"node {node_id} is not part of this swarm")
-        node.Description = body.description
-        node.Description.TLSInfo = _tls_info(mgr, request, body.description)
-        node.Status = NodeStatus(State="ready", Addr=node.Status.Addr or peer_ip)
+        description = body.description.model_copy()
+        description.TLSInfo = _tls_info(mgr, request, body.description)
+        status = NodeStatus(State="ready", Addr=node.Status.Addr or peer_ip)
+        if node.Description == description and node.Status == status:
+            # A node back with nothing new (another manager, a new connection): a write would still move the
+            # nodes' stamp and have the leader reconcile every service, at every one of a thousand reconnections.
+            break
+        node.Description, node.Status = description, status
         node.UpdatedAt = now()
         try:
             await mgr.store.update(node)
