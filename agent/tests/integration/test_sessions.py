@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from swarm_agent.manager.lease_keeper import LeaseKeeper
 from swarm_agent.manager.sessions import MIN_LEASE_TTL, Sessions, SessionExpired
 from swarm_agent.store.etcd import EtcdClient
 from swarm_agent.store.state import SESSIONS, Cache, Store
@@ -20,19 +21,21 @@ PERIOD = 2.0
 
 
 class ManagerParts:
-    """What the session table uses of a manager (its ID, store, lease client and cache), each a real one on the
-    test's etcd; ``start`` runs the cache and the table's renewals as the manager would."""
+    """What the session table uses of a manager (its ID, store, lease client and keeper, and cache), each a real
+    one on the test's etcd; ``start`` runs the cache, the keeper and the table as the manager would."""
 
     def __init__(self, node_id: str, url: str) -> None:
         etcd = EtcdClient([url])
         self.node_id = node_id
         self.store = Store(etcd)
         self.leases = etcd.sibling(etcd.endpoints)
+        self.keeper = LeaseKeeper(etcd)
         self.cache = Cache(etcd)
         self.sessions = Sessions(self)  # type: ignore[arg-type]
         self._jobs: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        self.keeper.start()
         self._jobs = [asyncio.create_task(self.cache.run()), asyncio.create_task(self.sessions.run())]
         await self.cache.ready()
 
@@ -44,6 +47,7 @@ class ManagerParts:
             with contextlib.suppress(asyncio.CancelledError):
                 await job
         self._jobs = []
+        await self.keeper.close()
         await self.store.etcd.close()
         await self.leases.close()
 

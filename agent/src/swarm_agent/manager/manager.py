@@ -23,6 +23,7 @@ from .ca import RootCA, node_certificates
 from .control import ControlLoop
 from .etcd_member import EtcdMember, client_url, peer_url
 from .keys import ETCD_CA_AAD, TOKENS_AAD, UNLOCK_AAD, InvalidKey, KeyFile, seal, unseal, value_aad
+from .lease_keeper import LeaseKeeper
 from .logbroker import LogBroker
 from .rotation import Authority, authority_from_record
 from .sessions import Sessions
@@ -69,6 +70,8 @@ class Manager:
         # Leases (nodes' sessions, the leader's, this manager's record) are renewed through connections of
         # their own: a lease must not lapse because status writes and reads hold every connection of the store's.
         self.leases = etcd.sibling(etcd.endpoints)
+        # ... and renewed from a thread of their own, so that a busy event loop does not let them lapse.
+        self.keeper = LeaseKeeper(etcd)
         self.authority: Authority
         self._ca_record: dict[str, Any] = {}
         # Called with the new authority when the CA record changes (a rotation starts or ends).
@@ -110,6 +113,7 @@ class Manager:
             raise RuntimeError("this manager cannot open the etcd CA: the store holds none, or the data key is missing")
         self.etcd_ca = RootCA.from_sealed_record(etcd_record, self.data_key, ETCD_CA_AAD)
         self.running = True
+        self.keeper.start()
         self._tasks = [
             asyncio.create_task(self.cache.run(), name="cache"),
             asyncio.create_task(self._advertise(), name="manager-record"),
@@ -137,6 +141,7 @@ class Manager:
             # Others see this manager gone at once rather than when the lease runs out.
             with contextlib.suppress(EtcdError):
                 await self.store.etcd.lease_revoke(self._record_lease)
+        await self.keeper.close()
         await self.store.etcd.close()
         await self.leases.close()
 
@@ -162,9 +167,11 @@ class Manager:
         while True:
             lease = self._record_lease
             try:
-                if not lease or await self.leases.lease_keepalive(lease) <= 0:
+                if not lease or self.keeper.lost(lease):
+                    self.keeper.drop(lease)
                     self._record_lease = await self.store.etcd.lease_grant(MANAGER_TTL)
                     await self.store.put_json(MANAGERS + self.node_id, record, lease=self._record_lease)
+                    self.keeper.hold(self._record_lease, MANAGER_TTL)
                 self._learn_endpoints()
             except EtcdError as exc:
                 log.warning("manager %s could not renew its record: %s", self.node_id, exc)
@@ -174,7 +181,7 @@ class Manager:
     def _learn_endpoints(self) -> None:
         """Let the etcd client fail over to the other managers' members."""
         urls = [m["etcd_client"] for m in self.cache.state.managers.values() if "etcd_client" in m]
-        for etcd in (self.store.etcd, self.leases):
+        for etcd in (self.store.etcd, self.leases, self.keeper.etcd):
             for url in urls:
                 if url not in etcd.endpoints:
                     etcd.endpoints.append(url)
@@ -328,22 +335,15 @@ class Manager:
         self.is_leader = True
         self._control = ControlLoop(self)
         control = asyncio.create_task(self._control.run(), name="control-loop")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LEADER_TTL
+        self.keeper.hold(lease, LEADER_TTL)
         try:
             while not control.done():
-                await asyncio.sleep(LEADER_TTL / 3)
-                try:
-                    ttl = await self.leases.lease_keepalive(lease)
-                except EtcdError as exc:
-                    log.warning("leader %s could not renew its lease: %s", self.node_id, exc)
-                    ttl = -1
-                if ttl > 0:
-                    deadline = loop.time() + ttl
-                elif ttl == 0 or loop.time() >= deadline:
+                await asyncio.sleep(LEADER_TTL / 6)
+                if self.keeper.lost(lease):
                     log.warning("leader %s lost its lease; stepping down", self.node_id)
                     break
         finally:
+            self.keeper.drop(lease)
             self.is_leader = False
             control.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

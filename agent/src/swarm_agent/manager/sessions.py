@@ -1,10 +1,11 @@
 """The worker sessions a manager holds, all under one etcd lease of its own.
 
 A node is alive while its session key ``/swarm/sessions/<node id>`` exists (the leader reads the cache). The
-manager that opened the session attaches the key to its session lease, which it renews once a second, and
-notes each heartbeat in memory; when a node falls silent for three heartbeat periods, its manager deletes the
-key. So a heartbeat costs no store call: renewing one etcd lease per heartbeat was an eighth of a busy
-manager's work and most of its etcd's at rest (SwarmKit's dispatcher, too, keeps heartbeats in memory).
+manager that opened the session attaches the key to its session lease, which it renews once a second (from a
+thread of its own, see lease_keeper.py), and notes each heartbeat in memory; when a node falls silent for three
+heartbeat periods, its manager deletes the key. So a heartbeat costs no store call: renewing one etcd lease per
+heartbeat was an eighth of a busy manager's work and most of its etcd's at rest (SwarmKit's dispatcher, too,
+keeps heartbeats in memory).
 
 If the manager dies, its sessions go when its lease expires (three periods, at least 15 s): its nodes,
 finding it gone at their next heartbeat, have opened sessions with another manager by then. A manager that
@@ -32,10 +33,10 @@ log = logging.getLogger(__name__)
 # A session ends after this many heartbeat periods without a heartbeat.
 PERIODS_TO_EXPIRY = 3
 # The manager's lease lasts as long, and at least this many seconds: renewed every second, it must outlive a
-# stalled event loop, or every session of the manager ends at once. The TTL is set when the lease is granted;
-# if the period stretches past a third of it afterwards (thousands of nodes joining), a dead manager's nodes can
-# show down for a moment before they move. Moving every session to a longer lease instead held up the renewals
-# of both leases while it ran, and lost them, at 2,500 nodes.
+# slow etcd, or every session of the manager ends at once. The TTL is set when the lease is granted; if the
+# period stretches past a third of it afterwards (thousands of nodes joining), a dead manager's nodes can show
+# down for a moment before they move. Moving every session to a longer lease instead held up the renewals of
+# both leases while it ran, and lost them, at 2,500 nodes.
 MIN_LEASE_TTL = 15
 
 
@@ -86,11 +87,11 @@ class Sessions:
         await self.mgr.store.etcd.txn([], [op_delete(SESSIONS + node_id)])
 
     async def run(self) -> None:
-        """Renew the lease, and end the sessions whose nodes fell silent."""
+        """Notice a lost lease, and end the sessions whose nodes fell silent."""
         while True:
             await asyncio.sleep(1)
             try:
-                await self._renew()
+                self._check_lease()
                 self._forget_ended_elsewhere()
                 await self._expire()
             except EtcdError as exc:
@@ -112,16 +113,16 @@ class Sessions:
             if not self.lease:
                 self.lease_ttl = max(MIN_LEASE_TTL, math.ceil(PERIODS_TO_EXPIRY * period))
                 self.lease = await self.mgr.leases.lease_grant(self.lease_ttl)
+                self.mgr.keeper.hold(self.lease, self.lease_ttl)
                 log.info("manager %s holds its sessions under lease %x (TTL %d s)",
                          self.mgr.node_id, self.lease, self.lease_ttl)
             return self.lease
 
-    async def _renew(self) -> None:
-        if not self.lease:
-            return
-        if await self.mgr.leases.lease_keepalive(self.lease) <= 0:
+    def _check_lease(self) -> None:
+        if self.lease and self.mgr.keeper.lost(self.lease):
             log.warning("manager %s lost its session lease %x: %d sessions ended",
                         self.mgr.node_id, self.lease, len(self.held))
+            self.mgr.keeper.drop(self.lease)
             self.lease = 0
             self.held.clear()
 
