@@ -118,3 +118,41 @@ def test_guarded_writes_are_split_by_count_and_by_size() -> None:
     large = [(cmp_absent(f"k{i}"), op_put(f"k{i}", big)) for i in range(5)]
     assert _chunks(large) == [range(0, 2), range(2, 4), range(4, 5)]
     assert _chunks([]) == []
+
+
+async def test_a_revision_wakes_the_assignment_streams_it_concerns_only() -> None:
+    from swarm_agent.api.models import Service, ServiceSpec
+
+    def put_obj(model: type, obj, revision: int) -> KeyValue:
+        return KeyValue(TABLES[model] + obj.ID, obj.model_dump_json().encode(), revision, 1)
+
+    cache = Cache(None)  # type: ignore[arg-type]  # applying events reads nothing from etcd
+    spec = ServiceSpec.model_validate({"Name": "web", "TaskTemplate": SPEC})
+    cache._apply("put", put_obj(Service, Service(ID="s", Spec=spec), 1))
+    cache._apply("put", put(Task(ID="t1", ServiceID="s", NodeID="n1", Spec=SPEC), 2).kv)
+    await cache._advance(2)
+
+    async def woken(change) -> set[str]:
+        """The nodes whose streams (waiting on n1, n2 and n3) wake when ``change`` is applied."""
+        waits = {node: asyncio.create_task(cache.wait_assignment_change(node, cache.state.assignment_stamp(node), 5))
+                 for node in ("n1", "n2", "n3")}
+        await asyncio.sleep(0)
+        change()
+        await cache._advance(cache.revision + 1)
+        await asyncio.sleep(0.1)  # a woken wait ends a few loop turns later; the others wait 5 s
+        done = {node for node, wait in waits.items() if wait.done()}
+        for wait in waits.values():
+            wait.cancel()
+        await asyncio.gather(*waits.values(), return_exceptions=True)
+        return done
+
+    # The service's name and endpoint go to n1, which runs its task; n2 and n3 have nothing to recompute.
+    scaled = Service(ID="s", Spec=ServiceSpec.model_validate({**spec.wire(), "Mode": {"Replicated": {"Replicas": 2}}}))
+    assert await woken(lambda: cache._apply("put", put_obj(Service, scaled, 3))) == {"n1"}
+    assert await woken(lambda: cache._apply("put", put(Task(ID="t2", ServiceID="s", NodeID="n2", Spec=SPEC), 4).kv)) == {"n2"}
+    # A new service with no tasks yet concerns no node.
+    other = Service(ID="s2", Spec=ServiceSpec.model_validate({"Name": "db", "TaskTemplate": SPEC}))
+    assert await woken(lambda: cache._apply("put", put_obj(Service, other, 5))) == set()
+    # The gossip keyring goes to every node: every stream looks.
+    keyring = KeyValue(state_module.GOSSIP_KEY, b'{"keys": ["k1"], "rotated": 1}', 6, 1)
+    assert await woken(lambda: cache._apply("put", keyring)) == {"n1", "n2", "n3"}
