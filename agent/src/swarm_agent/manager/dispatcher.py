@@ -22,7 +22,7 @@ from ..api.app import Route, agent_of, caller_of, json_response, read_body
 from ..api.errors import ApiError, BadRequest, Forbidden, NotFound
 from ..api.models import Node, NodeDescription, NodeSpec, NodeStatus, Task, TaskState, TaskStatus, TLSInfoSpec, now
 from ..api.secrets import referenced
-from ..store.state import DOWN_REPORTS, REPORTED_FIELDS, Conflict
+from ..store.state import DOWN_REPORTS, Conflict, TaskForms
 from .allocator import swarm_network_object
 from .rotation import issuer_info
 from .sessions import SessionExpired
@@ -218,10 +218,12 @@ def _values(mgr: "Manager", tasks: list[Task]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
+def _assignment(mgr: "Manager", node_id: str) -> tuple[dict[str, Any], list[TaskForms]]:
+    """The node's assignment: its tasks, and everything else it needs, apart."""
     state = mgr.cache.state
     node_tasks = [state.tasks[t] for t in sorted(state.tasks_by_node.get(node_id, ())) if t in state.tasks]
-    tasks = [state.task_wire(t) for t in node_tasks]
+    forms = [state.task_forms(t) for t in node_tasks]
+    tasks = [f.wire for f in forms]
     node = state.nodes.get(node_id)
     services = {t["ServiceID"]: state.services[t["ServiceID"]].Spec.Name for t in tasks if t["ServiceID"] in state.services}
     networks = [
@@ -230,7 +232,6 @@ def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
         if net_id in state.networks
     ]
     return {
-        "tasks": tasks,
         "services": services,
         "endpoints": {sid: state.services[sid].Endpoint.wire() for sid in services},
         "networks": networks,
@@ -239,21 +240,21 @@ def _assignment(mgr: "Manager", node_id: str) -> dict[str, Any]:
         "node": (node.Spec if node else NodeSpec()).wire(),
         "logs": [s.wire() for _, s in sorted(state.log_subscriptions.items()) if s.concerns(node_id, node_tasks)],
         **_values(mgr, node_tasks),
-    }
+    }, forms
 
 
-def _what_the_node_acts_on(assignment: dict[str, Any]) -> dict[str, Any]:
-    """The assignment without what changes each time the node reports a task's progress.
+def _encoded(rest: dict[str, Any], tasks: list[TaskForms]) -> tuple[bytes, str]:
+    """The assignment's line, and a digest of what the node acts on.
 
-    A node needs its tasks' specs, desired states and whether the managers hold a task as ended; echoing
-    every state it reported itself (accepted, preparing, starting, running) back to it was most of a busy
-    manager's work, as SwarmKit's dispatcher also found (it compares tasks without their status)."""
-    tasks = [
-        {**{k: v for k, v in task.items() if k not in REPORTED_FIELDS},
-         "Ended": TaskState(task["Status"]["State"]).terminal}
-        for task in assignment["tasks"]
-    ]
-    return {**assignment, "tasks": tasks}
+    The digest leaves out what changes each time the node reports a task's progress: a node needs its tasks'
+    specs, desired states and whether the managers hold a task as ended; echoing every state it reported itself
+    (accepted, preparing, starting, running) back to it was most of a busy manager's work, as SwarmKit's
+    dispatcher also found (it compares tasks without their status). The tasks' JSON is each task's own, made
+    once per version."""
+    rest_json = json.dumps(rest, sort_keys=True)
+    digest = hashlib.sha256("\n".join([rest_json, *(t.acted_on for t in tasks)]).encode()).hexdigest()
+    line = '{"tasks": [' + ", ".join(t.json for t in tasks) + "], " + rest_json[1:] + "\n"
+    return line.encode(), digest
 
 
 async def assignments(request: web.Request) -> web.StreamResponse:
@@ -274,10 +275,9 @@ async def assignments(request: web.Request) -> web.StreamResponse:
             # Most changes concern other nodes: recompute only when this node's inputs moved.
             if stamp != last_stamp:
                 last_stamp = stamp
-                assignment = _assignment(mgr, node_id)
-                digest = hashlib.sha256(json.dumps(_what_the_node_acts_on(assignment), sort_keys=True).encode()).hexdigest()
+                line, digest = _encoded(*_assignment(mgr, node_id))
                 if digest != last_digest:
-                    await response.write(json.dumps(assignment, sort_keys=True).encode() + b"\n")
+                    await response.write(line)
                     last_digest, last_write = digest, loop.time()
             if loop.time() - last_write >= period:
                 # An empty line now and then tells both ends the stream is alive.

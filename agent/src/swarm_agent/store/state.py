@@ -380,6 +380,32 @@ def _same_for_its_node(old: Task, new: Task) -> bool:
     return all(before[name] == after[name] for name in before if name not in REPORTED_FIELDS)
 
 
+@dataclass
+class TaskForms:
+    """A task's wire form, and its JSON as sent to its node, each made once per version of the task: a task is
+    sent to its node and listed by clients many times between changes, and encoding every task of a node's
+    assignment again on each change of one was a sixth of a busy manager's work."""
+
+    task: Task
+    wire: dict[str, Any]
+    _json: str | None = None
+    _acted_on: str | None = None
+
+    @property
+    def json(self) -> str:
+        if self._json is None:
+            self._json = json.dumps(self.wire, sort_keys=True)
+        return self._json
+
+    @property
+    def acted_on(self) -> str:
+        """JSON of what the task's node acts on: all but the states it reported itself, and whether it ended."""
+        if self._acted_on is None:
+            kept = {k: v for k, v in self.wire.items() if k not in REPORTED_FIELDS}
+            self._acted_on = json.dumps({**kept, "Ended": self.task.Status.State.terminal}, sort_keys=True)
+        return self._acted_on
+
+
 def _share_task_spec(state: "Snapshot", old: Any, new: Any) -> None:
     """Let a decoded task or service hold the very TaskSpec object that an equal one already in the cache holds:
     its previous version's, or (a new task) its service's template. The orchestrator compares every task's
@@ -436,16 +462,19 @@ class Snapshot:
     # go), and when any node record did: the leader reconciles only what moved since its last pass.
     service_stamps: dict[str, int] = field(default_factory=dict)
     nodes_stamp: int = 0
-    # task ID -> (the task object, its wire form): see task_wire.
-    _task_wires: dict[str, tuple[Task, dict[str, Any]]] = field(default_factory=dict)
+    # task ID -> the forms of its current version: see task_forms.
+    _task_wires: dict[str, TaskForms] = field(default_factory=dict)
+
+    def task_forms(self, task: Task) -> TaskForms:
+        """The forms of a task of this snapshot. Callers must not change them."""
+        made = self._task_wires.get(task.ID)
+        if made is None or made.task is not task:
+            made = self._task_wires[task.ID] = TaskForms(task, task.wire())
+        return made
 
     def task_wire(self, task: Task) -> dict[str, Any]:
-        """``task.wire()`` of a task of this snapshot, made once per version: a task is sent to its node and
-        listed by clients many times between changes. Callers must not change the dict."""
-        made = self._task_wires.get(task.ID)
-        if made is None or made[0] is not task:
-            made = self._task_wires[task.ID] = (task, task.wire())
-        return made[1]
+        """``task.wire()`` of a task of this snapshot, made once per version. Callers must not change the dict."""
+        return self.task_forms(task).wire
 
     def touch_service(self, service_id: str) -> None:
         self.service_stamps[service_id] = next(_STAMPS)
