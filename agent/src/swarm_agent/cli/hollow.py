@@ -8,10 +8,13 @@ import logging
 import resource
 import signal
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..api.duration import SECOND, parse_duration
 from ..api.errors import ApiError
+from ..loop_watch import LoopWatch
 from ..node import DEFAULT_PORT, split_addr
 from ..pki import RENEW_WINDOW
 from ..worker.hollow import HollowConfig, HollowFleet
@@ -84,6 +87,27 @@ def _raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+# A fleet whose event loop answers later than this is too slow for the figures measured against it: its
+# heartbeats, reports and session timeouts are all that late.
+STALL_REPORTED = 5.0
+
+
+def _report_stalls(watch: LoopWatch) -> None:
+    """Log when the fleet's event loop stops answering within STALL_REPORTED seconds, and when it answers again."""
+    worst = 0.0
+    while watch.ask():
+        time.sleep(1.0)
+        silent = watch.silent_for()
+        if silent > STALL_REPORTED and not worst:
+            log.warning("the fleet's event loop has not answered for %.1f s: its nodes' heartbeats are that late",
+                        silent)
+        if silent > STALL_REPORTED:
+            worst = max(worst, silent)
+        elif worst:
+            log.warning("the fleet's event loop answers again, after %.1f s at worst", worst)
+            worst = 0.0
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
@@ -111,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         loop = asyncio.get_running_loop()
         # Every session calls its executor through to_thread; the default pool (CPUs + 4) would queue them.
         loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="hollow"))
+        threading.Thread(target=_report_stalls, args=(LoopWatch(loop),), name="stall-report", daemon=True).start()
         task = asyncio.create_task(HollowFleet(config).run())
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)

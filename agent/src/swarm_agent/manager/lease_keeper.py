@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..loop_watch import LoopWatch
 from ..store.etcd import EtcdClient, EtcdError
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,13 @@ class LeaseKeeper:
         self.patience = patience
         self._held: dict[int, _Held] = {}
         self._lock = threading.Lock()
-        self._answered = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watch: LoopWatch | None = None
 
     def start(self) -> None:
         """Start renewing; the calling thread's running event loop is the one that must keep answering."""
-        self._loop = asyncio.get_running_loop()
-        self._answered = time.monotonic()
+        self._watch = LoopWatch(asyncio.get_running_loop())
         self._stop.clear()
         self._thread = threading.Thread(target=asyncio.run, args=(self._run(),), name="lease-keeper", daemon=True)
         self._thread.start()
@@ -74,10 +73,8 @@ class LeaseKeeper:
             held = self._held.get(lease)
         return held is None or held.gone or time.monotonic() >= held.expires
 
-    def _answer(self) -> None:
-        self._answered = time.monotonic()
-
     async def _run(self) -> None:
+        assert self._watch is not None
         silent = False
         try:
             while not self._stop.is_set():
@@ -85,17 +82,14 @@ class LeaseKeeper:
                 with self._lock:
                     held = list(self._held)
                     due = [lease for lease, h in self._held.items() if not h.gone and h.renew_at <= clock]
-                if clock - self._answered <= self.patience:
+                if self._watch.silent_for() <= self.patience:
                     silent = False
                     await asyncio.gather(*(self._renew(lease) for lease in due))
                 elif held and not silent:
                     silent = True
                     log.warning("event loop silent for %.1f s: leases %s are no longer renewed",
-                                clock - self._answered, ", ".join(f"{lease:x}" for lease in held))
-                try:
-                    assert self._loop is not None
-                    self._loop.call_soon_threadsafe(self._answer)
-                except RuntimeError:  # the manager's loop is closed: nothing left to renew for
+                                self._watch.silent_for(), ", ".join(f"{lease:x}" for lease in held))
+                if not self._watch.ask():  # the manager's loop is closed: nothing left to renew for
                     return
                 await asyncio.sleep(PING)
         finally:
