@@ -181,15 +181,24 @@ class WorkerSession:
             # Whatever the previous manager had not yet recorded must be sent again.
             self._sent.clear()
             jobs = [
-                asyncio.create_task(self._heartbeats(http, base, int(body["session"]), float(body["heartbeat_period"]))),
-                asyncio.create_task(self._assignments(http, base, float(body["heartbeat_period"]))),
-                asyncio.create_task(self._reports(http, base)),
-                asyncio.create_task(self._reopen_wanted()),
+                asyncio.create_task(self._heartbeats(http, base, int(body["session"]), float(body["heartbeat_period"])),
+                                    name="heartbeats"),
+                asyncio.create_task(self._assignments(http, base, float(body["heartbeat_period"])), name="assignments"),
+                asyncio.create_task(self._reports(http, base), name="status reports"),
+                asyncio.create_task(self._reopen_wanted(), name="reopen"),
             ]
             try:
-                done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
+                # Whichever job ends, however it ends, ends the session. A job can end cancelled without this
+                # session being cancelled: aiohttp's request timeout can cancel its task just after the request
+                # completed, and the cancellation then surfaces at the job's next await. Waiting for exceptions
+                # only, a session whose heartbeats had stopped that way looked open to its node, whose manager
+                # ended it: at 2,500 nodes thousands of nodes stayed down, never knowing.
+                done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
                 for job in done:
+                    if job.cancelled():
+                        raise aiohttp.ClientError(f"{job.get_name()} stopped: cancelled")
                     job.result()
+                    raise aiohttp.ClientError(f"{job.get_name()} stopped")
             finally:
                 for job in jobs:
                     job.cancel()
