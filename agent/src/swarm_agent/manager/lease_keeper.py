@@ -27,7 +27,6 @@ LOOP_PATIENCE = 10.0  # seconds of event loop silence before renewals stop
 
 @dataclass
 class _Held:
-    ttl: float
     expires: float  # time.monotonic() by which the lease lapses unless renewed again
     renew_at: float
     gone: bool = False  # etcd said the lease no longer exists
@@ -61,7 +60,7 @@ class LeaseKeeper:
         """Renew ``lease`` (just granted, or just renewed, with ``ttl`` seconds) from now on."""
         clock = time.monotonic()
         with self._lock:
-            self._held[lease] = _Held(ttl=ttl, expires=clock + ttl, renew_at=clock + RENEW_EVERY)
+            self._held[lease] = _Held(expires=clock + ttl, renew_at=clock + RENEW_EVERY)
 
     def drop(self, lease: int) -> None:
         with self._lock:
