@@ -269,8 +269,10 @@ async def assignments(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     last_write = 0.0
     try:
-        # A node removed meanwhile loses its stream; its next request is refused at the door.
-        while mgr.running and node_id not in mgr.cache.state.removed:
+        # A node removed meanwhile loses its stream; its next request is refused at the door. So does a node whose
+        # session this manager no longer holds (it fell silent, left, or gossip found it dead): the stream's end
+        # tells the node to open a new session, which its heartbeats alone might never tell it.
+        while mgr.running and node_id not in mgr.cache.state.removed and node_id in mgr.sessions.held:
             stamp = mgr.cache.state.assignment_stamp(node_id)
             # Most changes concern other nodes: recompute only when this node's inputs moved.
             if stamp != last_stamp:
@@ -284,6 +286,9 @@ async def assignments(request: web.Request) -> web.StreamResponse:
                 await response.write(b"\n")
                 last_write = loop.time()
             await mgr.cache.wait_assignment_change(node_id, stamp, timeout=period)
+        if mgr.running and node_id not in mgr.sessions.held:
+            log.info("node %s: its session with manager %s ended, and its assignment stream with it",
+                     node_id, mgr.node_id)
     except (ConnectionError, aiohttp.ClientConnectionResetError):
         log.info("node %s closed its assignment stream", node_id)
     return response
