@@ -40,10 +40,14 @@ HEARTBEATS_PER_MANAGER = 100.0
 CA_CHECK_PERIOD = 1.0  # seconds between looks at the CA record and, during a rotation, at the nodes' certificates
 
 
-def stretched_period(configured: float, sessions: int, managers: int) -> float:
-    """The heartbeat period: the cluster's setting, or longer once the nodes' sessions would exceed
-    HEARTBEATS_PER_MANAGER for each manager."""
-    return max(configured, sessions / (HEARTBEATS_PER_MANAGER * max(1, managers)))
+def stretched_period(configured: float, nodes: int, managers: int) -> float:
+    """The heartbeat period: the cluster's setting, or longer once the nodes' heartbeats would exceed
+    HEARTBEATS_PER_MANAGER for each manager.
+
+    It follows the nodes in the swarm, not the sessions open: were it to shrink as sessions end, the nodes that
+    are left would have to heartbeat more often and be ended sooner, just when the managers are too busy to
+    answer, and ending more sessions shrinks it further."""
+    return max(configured, nodes / (HEARTBEATS_PER_MANAGER * max(1, managers)))
 
 
 class Manager:
@@ -155,7 +159,7 @@ class Manager:
         state = self.cache.state
         cluster = state.cluster or await self.store.get_cluster()
         configured = (cluster.Spec.Dispatcher.HeartbeatPeriod if cluster else 5_000_000_000) / 1e9
-        return stretched_period(configured, len(state.sessions), len(state.managers))
+        return stretched_period(configured, len(state.nodes), len(state.managers))
 
     async def _advertise(self) -> None:
         """Keep this manager's record alive; it vanishes with the lease when the agent dies."""
