@@ -1,6 +1,7 @@
 """Worker sessions under one lease per manager, against a real etcd: heartbeats noted in memory, a silent
 node's session ended, another session's ID refused, a restarted manager taking its sessions over, a dead
-manager's sessions going with its lease, and a session ended through another manager refused afterwards."""
+manager's sessions going with its lease, a session ended through another manager refused afterwards, and most
+of a manager's nodes falling silent together given longer."""
 
 import asyncio
 import contextlib
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from swarm_agent.manager.lease_keeper import LeaseKeeper
-from swarm_agent.manager.sessions import MIN_LEASE_TTL, Sessions, SessionExpired
+from swarm_agent.manager.sessions import MASS_SILENCE_MIN, MIN_LEASE_TTL, PERIODS_TO_EXPIRY, Sessions, SessionExpired
 from swarm_agent.store.etcd import EtcdClient
 from swarm_agent.store.state import SESSIONS, Cache, Store
 
@@ -137,3 +138,29 @@ async def test_a_session_ended_through_another_manager_is_refused_at_its_next_he
     # A new session opens as usual.
     again = await m1.sessions.open("n1", "10.0.0.1", PERIOD)
     await m1.sessions.heartbeat("n1", again, PERIOD)
+
+
+async def test_most_nodes_silent_together_are_given_longer_and_then_ended(managers):
+    m1 = await managers("m1")
+    nodes = [f"n{i}" for i in range(MASS_SILENCE_MIN + 2)]
+    for node_id in nodes:
+        await m1.sessions.open(node_id, "10.0.0.1", PERIOD)
+
+    async def noticed() -> bool:
+        return m1.sessions.deaf_since is not None
+
+    await until("the manager to notice that all its nodes fell silent together", noticed)
+
+    async def all_silent() -> bool:
+        time = asyncio.get_running_loop().time()
+        return all(held.expires <= time for held in m1.sessions.held.values())
+
+    await until("three periods to pass without a heartbeat", all_silent)
+    await asyncio.sleep(1.5)  # a sweep or more, well within the three periods more that deafness allows
+    assert [await record(m1, node_id) is not None for node_id in nodes] == [True] * len(nodes)
+
+    async def all_gone() -> bool:
+        return all([await record(m1, node_id) is None for node_id in nodes])
+
+    await until("the sessions to end after six periods", all_gone, timeout=PERIODS_TO_EXPIRY * PERIOD + 20)
+    assert m1.sessions.held == {}

@@ -3,7 +3,8 @@
 A node is alive while its session key ``/swarm/sessions/<node id>`` exists (the leader reads the cache). The
 manager that opened the session attaches the key to its session lease, which it renews once a second (from a
 thread of its own, see lease_keeper.py), and notes each heartbeat in memory; when a node falls silent for three
-heartbeat periods, its manager deletes the key. So a heartbeat costs no store call: renewing one etcd lease per
+heartbeat periods, its manager deletes the key (after six when most of its nodes fall silent together, see
+MASS_SILENCE_SHARE). So a heartbeat costs no store call: renewing one etcd lease per
 heartbeat was an eighth of a busy manager's work and most of its etcd's at rest (SwarmKit's dispatcher, too,
 keeps heartbeats in memory).
 
@@ -38,6 +39,17 @@ PERIODS_TO_EXPIRY = 3
 # down for a moment before they move. Moving every session to a longer lease instead held up the renewals of
 # both leases while it ran, and lost them, at 2,500 nodes.
 MIN_LEASE_TTL = 15
+# A manager that has not heard from more than this share of the nodes it holds sessions for (at least
+# MASS_SILENCE_MIN of them) for LATE_PERIODS takes the silence for its own: it was too busy to hear them, or its
+# network failed, far likelier than most of its nodes dying in the same few seconds. While it is so deaf, a
+# session ends after twice PERIODS_TO_EXPIRY periods of silence, as Kubernetes' node lifecycle controller stops
+# evicting when most nodes of a zone go unready at once: ending them would show them down and move their tasks,
+# the churn that keeps a busy manager busy. Gossip still ends the session of a node it finds dead meanwhile.
+# Silence is judged across the period rather than by the sessions due to end in one sweep: the nodes heartbeat
+# at phases spread over the period, so even a deaf manager finds only a period's fraction of them due at a time.
+MASS_SILENCE_SHARE = 0.5
+MASS_SILENCE_MIN = 10
+LATE_PERIODS = 1.5
 
 
 class SessionExpired(Exception):
@@ -49,6 +61,7 @@ class Held:
     session: int  # the session's ID, which the node sends with each heartbeat
     revision: int  # the key's revision as this manager last wrote it: a key rewritten elsewhere is not deleted
     expires: float  # event loop time
+    period: float  # the heartbeat period the session was last given
 
 
 class Sessions:
@@ -57,6 +70,8 @@ class Sessions:
         self.lease = 0
         self.lease_ttl = 0
         self.held: dict[str, Held] = {}
+        # Since when (event loop time) this manager has not heard from most of its nodes (MASS_SILENCE_SHARE).
+        self.deaf_since: float | None = None
         self._granting = asyncio.Lock()
 
     async def open(self, node_id: str, addr: str, period: float) -> int:
@@ -71,6 +86,7 @@ class Sessions:
         held = self.held.get(node_id)
         if held is not None and held.session == session and self.lease:
             held.expires = asyncio.get_running_loop().time() + PERIODS_TO_EXPIRY * period
+            held.period = period
             return
         # Not held here: a session opened by this manager before it restarted, or before it lost its lease.
         kv = await self.mgr.store.etcd.get(SESSIONS + node_id)
@@ -106,7 +122,7 @@ class Sessions:
         if not ok:
             raise SessionExpired(f"session expired: node {node_id}'s session changed meanwhile; open a new one")
         self.held[node_id] = Held(int(record["session"]), revision,
-                                  asyncio.get_running_loop().time() + PERIODS_TO_EXPIRY * period)
+                                  asyncio.get_running_loop().time() + PERIODS_TO_EXPIRY * period, period)
 
     async def _lease(self, period: float) -> int:
         async with self._granting:
@@ -138,8 +154,9 @@ class Sessions:
 
     async def _expire(self) -> None:
         time = asyncio.get_running_loop().time()
+        deaf = self._deaf(time)
         for node_id, held in list(self.held.items()):
-            if held.expires > time:
+            if held.expires + (PERIODS_TO_EXPIRY * held.period if deaf else 0) > time:
                 continue
             del self.held[node_id]
             key = SESSIONS + node_id
@@ -147,6 +164,20 @@ class Sessions:
             if deleted:
                 log.warning("node %s missed its heartbeats: manager %s ended its session", node_id, self.mgr.node_id)
 
+    def _deaf(self, time: float) -> bool:
+        """Whether this manager has gone deaf to most of its nodes (see MASS_SILENCE_SHARE)."""
+        late = sum(1 for held in self.held.values()
+                   if held.expires - time < (PERIODS_TO_EXPIRY - LATE_PERIODS) * held.period)
+        deaf = late >= MASS_SILENCE_MIN and late > MASS_SILENCE_SHARE * len(self.held)
+        if deaf and self.deaf_since is None:
+            self.deaf_since = time
+            log.warning("manager %s has not heard from %d of the %d nodes it holds sessions for: it takes the silence "
+                        "for its own, and gives their sessions twice as long", self.mgr.node_id, late, len(self.held))
+        elif not deaf and self.deaf_since is not None:
+            log.warning("manager %s hears from its nodes again after %.0f s (%d of %d late)", self.mgr.node_id,
+                        time - self.deaf_since, late, len(self.held))
+            self.deaf_since = None
+        return deaf
 
 def _decode(value: bytes) -> dict[str, Any] | None:
     try:
