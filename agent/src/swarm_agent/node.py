@@ -325,6 +325,8 @@ class NodeAgent:
         )
         self._worker_task = asyncio.create_task(self.worker.run(), name="worker-session")
         self._renewal_task = asyncio.create_task(self._renewal.run(), name="certificate-renewal")
+        for job in (self._worker_task, self._renewal_task):
+            job.add_done_callback(_log_failure)
         self.local_state = "active"
 
     async def _first_session(self, timeout: float = 20.0) -> None:
@@ -770,3 +772,10 @@ class NodeAgent:
                 log_subscriptions=len(state.log_subscriptions),
             )
         return api_app.json_response(status)
+
+
+def _log_failure(job: "asyncio.Task[None]") -> None:
+    """A job meant to run as long as the node does ended in error: say so, rather than leave the node without a
+    session (or renewals) and nothing in its log."""
+    if not job.cancelled() and job.exception() is not None:
+        log.error("%s stopped: %r", job.get_name(), job.exception(), exc_info=job.exception())
