@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -144,3 +145,28 @@ def test_events_announce_changes_and_started_containers_then_end_on_close():
         thread.join(timeout=5)
     assert not thread.is_alive()
     assert list(ex.events()) == []  # after close, a new iterator ends at once
+
+
+async def test_watch_wakes_on_changes_from_other_threads_and_when_a_start_is_due_without_a_thread():
+    ex = HollowExecutor("n1", start_delay=0.2)
+    wakes: list[float] = []
+    changed = asyncio.Event()
+
+    def wake() -> None:
+        wakes.append(time.monotonic())
+        changed.set()
+
+    threads = threading.active_count()
+    watching = asyncio.create_task(ex.watch(wake))
+    await asyncio.sleep(0)
+    assert threading.active_count() == threads
+    began = time.monotonic()
+    await asyncio.to_thread(ex.start, task(1), "svc")  # as the session starts tasks
+    async with asyncio.timeout(5):
+        while len(wakes) < 2:  # created, then started
+            changed.clear()
+            await changed.wait()
+    assert wakes[1] - began >= 0.2 and ex.observe("t1").state == TaskState.RUNNING
+    ex.close()
+    async with asyncio.timeout(5):
+        await watching  # ends with the executor

@@ -33,6 +33,7 @@ SHUTDOWN reported before the restart, and a terminal state is final there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -456,6 +457,29 @@ class Executor:
                 stream.close()
         finally:
             api.close()
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` on the event loop whenever a container of this node changes, until cancelled.
+
+        The engine's event stream blocks, so a thread of its own reads it, and reopens it when the engine
+        restarts; a change missed meanwhile is found by the session's next periodic pass."""
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def pump() -> None:
+            while not stop.is_set():
+                try:
+                    for _ in self.events():
+                        loop.call_soon_threadsafe(wake)
+                except Exception as exc:  # the engine restarting ends the stream; open it again
+                    log.debug("engine event stream ended: %s", exc)
+                stop.wait(1)
+
+        threading.Thread(target=pump, name="engine-events", daemon=True).start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stop.set()
 
     def close(self) -> None:
         """End every ``events()`` iterator, from any thread; later ``events()`` calls end at once."""

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import random
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,8 +28,11 @@ log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL = 2.0
 START_CONCURRENCY = 4
-# Containers stopped at once, each waiting up to its grace period in a thread of its own.
+# Containers stopped at once, each waiting up to its grace period in a thread of its own. The threads are the
+# process's, not each session's: the default pool has a handful, and a stop holds one through the task's grace
+# period; a process running many nodes (swarmd-hollow) would otherwise keep up to this many threads per node.
 STOP_CONCURRENCY = 16
+STOP_POOL = ThreadPoolExecutor(max_workers=STOP_CONCURRENCY, thread_name_prefix="task-stop")
 # How long a manager may take to open a session. A busy manager that answers late has done the work (a session
 # held, the node record written); a node that gave up after a few seconds and went to the next manager added that
 # work there too, and at thousands of nodes the managers spent their time opening sessions nobody kept.
@@ -105,10 +107,8 @@ class WorkerSession:
         self._outbox: dict[str, TaskStatus] = {}
         self._wake = asyncio.Event()
         self._outbox_ready = asyncio.Event()
-        # Stops in progress (task ID -> its asyncio task), beside the reconcile passes, in their own threads:
-        # the default pool has a handful, and a stop holds one through the task's grace period.
+        # Stops in progress (task ID -> its asyncio task), beside the reconcile passes, in STOP_POOL's threads.
         self._stopping: dict[str, asyncio.Task[None]] = {}
-        self._stop_pool = ThreadPoolExecutor(max_workers=STOP_CONCURRENCY, thread_name_prefix="task-stop")
         self._have_assignments = False
         self.established = asyncio.Event()
         self.logs = LogPublisher(node_id, executor, certs)
@@ -128,7 +128,7 @@ class WorkerSession:
         self._reopen.set()
 
     async def run(self) -> None:
-        events = asyncio.create_task(self._watch_engine(), name="engine-events")
+        events = asyncio.create_task(self.executor.watch(self._wake.set), name="engine-events")
         reconciler = asyncio.create_task(self._reconcile_loop(), name="reconciler")
         failures = 0
         try:
@@ -151,8 +151,6 @@ class WorkerSession:
             reconciler.cancel()
             for stopping in list(self._stopping.values()):
                 stopping.cancel()
-            # Stops under way finish in their threads; the pool takes no new ones.
-            self._stop_pool.shutdown(wait=False)
             await self.logs.close()
             self.executor.close()
             if self.network is not None:
@@ -300,26 +298,6 @@ class WorkerSession:
                     self._sent.pop(tid, None)
                 raise
 
-    async def _watch_engine(self) -> None:
-        loop = asyncio.get_running_loop()
-        stop = threading.Event()
-
-        def pump() -> None:
-            while not stop.is_set():
-                try:
-                    for _ in self.executor.events():
-                        loop.call_soon_threadsafe(self._wake.set)
-                except Exception as exc:  # the engine restarting ends the stream; open it again
-                    log.debug("engine event stream ended: %s", exc)
-                stop.wait(1)
-
-        thread = threading.Thread(target=pump, name="engine-events", daemon=True)
-        thread.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            stop.set()
-
     # ----------------------------------------------------------- reconcile
 
     async def _reconcile_loop(self) -> None:
@@ -363,7 +341,7 @@ class WorkerSession:
         try:
             log.info("node %s: stopping task %s (%s)", self.node_id, task.ID, task.Name)
             loop = asyncio.get_running_loop()
-            self._report(task, await loop.run_in_executor(self._stop_pool, self.executor.stop, task))
+            self._report(task, await loop.run_in_executor(STOP_POOL, self.executor.stop, task))
         except Exception:
             log.exception("node %s: stopping task %s failed; the next pass tries again", self.node_id, task.ID)
         finally:
