@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Fleet progress is what an operator watches, whatever the agent's own log level.
+    # Fleet progress (nodes joined) is what an operator watches, whatever the agent's own log level; each hollow
+    # container's start and stop are at DEBUG: a line per task, from the executors' threads, was a fleet's
+    # heaviest use of the interpreter lock outside its event loop.
     logging.getLogger("swarm_agent.worker.hollow").setLevel(min(logging.INFO, logging.getLevelName(args.log_level)))
     _raise_open_files_limit()
     host, port = split_addr(args.manager, DEFAULT_PORT)

@@ -174,7 +174,7 @@ class HollowExecutor:
             if self.start_delay > 0:
                 heapq.heappush(self._due, (box.ready_at, task.ID, box.container_id))
             self._notify(task.ID)
-            log.info("task %s (%s): hollow container %s created on node %s", task.ID, service_name,
+            log.debug("task %s (%s): hollow container %s created on node %s", task.ID, service_name,
                      box.container_id[:12], self.node_id)
             return self._observe(box, now)
 
@@ -189,7 +189,7 @@ class HollowExecutor:
                 return current  # it ended on its own: keep the state it ended in
             box.stopped_live = True
             self._notify(task.ID)
-            log.info("task %s: stopped hollow container %s", task.ID, box.container_id[:12])
+            log.debug("task %s: stopped hollow container %s", task.ID, box.container_id[:12])
             return self._observe(box, now)
 
     def remove(self, task_id: str) -> None:
@@ -198,7 +198,7 @@ class HollowExecutor:
             if box is None:
                 return
             self._notify(task_id)
-        log.info("task %s: removed hollow container %s", task_id, box.container_id[:12])
+        log.debug("task %s: removed hollow container %s", task_id, box.container_id[:12])
 
     # ----------------------------------------------------------- events
 
