@@ -177,13 +177,16 @@ class WorkerSession:
             # The managers fill in the issuer from the certificate this connection presents.
             description.TLSInfo = TLSInfoSpec(TrustRoot=self.certs.ca_pem.decode())
             self._reopen.clear()
-            async with http.post(base + "/session", json={"description": description.wire()},
-                                 timeout=aiohttp.ClientTimeout(total=SESSION_OPEN_TIMEOUT)) as resp:
-                body = await resp.json(content_type=None)
-                if resp.status in (403, 404):
-                    raise SessionRefused(body.get("message", resp.status))
-                if resp.status != 200:
-                    raise aiohttp.ClientError(f"session refused: {body.get('message', resp.status)}")
+            try:
+                async with http.post(base + "/session", json={"description": description.wire()},
+                                     timeout=aiohttp.ClientTimeout(total=SESSION_OPEN_TIMEOUT)) as resp:
+                    body = await resp.json(content_type=None)
+            except asyncio.TimeoutError:
+                raise aiohttp.ClientError(f"no session opened within {SESSION_OPEN_TIMEOUT:.0f} s") from None
+            if resp.status in (403, 404):
+                raise SessionRefused(body.get("message", resp.status))
+            if resp.status != 200:
+                raise aiohttp.ClientError(f"session refused: {body.get('message', resp.status)}")
             self.connected_to = addr
             self.established.set()
             self._learn_managers(body.get("managers") or [])
@@ -194,7 +197,7 @@ class WorkerSession:
                 asyncio.create_task(self._heartbeats(http, base, int(body["session"]), float(body["heartbeat_period"])),
                                     name="heartbeats"),
                 asyncio.create_task(self._assignments(http, base, float(body["heartbeat_period"])), name="assignments"),
-                asyncio.create_task(self._reports(http, base), name="status reports"),
+                asyncio.create_task(self._reports(http, base, float(body["heartbeat_period"])), name="status reports"),
                 asyncio.create_task(self._reopen_wanted(), name="reopen"),
             ]
             try:
@@ -207,6 +210,8 @@ class WorkerSession:
                 for job in done:
                     if job.cancelled():
                         raise aiohttp.ClientError(f"{job.get_name()} stopped: cancelled")
+                    if isinstance(job.exception(), asyncio.TimeoutError):
+                        raise aiohttp.ClientError(f"{job.get_name()} timed out")
                     job.result()
                     raise aiohttp.ClientError(f"{job.get_name()} stopped")
             finally:
@@ -288,7 +293,7 @@ class WorkerSession:
                 self.logs.update([SubscriptionMessage.model_validate(s) for s in message.get("logs") or []],
                                  self.assigned)
 
-    async def _reports(self, http: aiohttp.ClientSession, base: str) -> None:
+    async def _reports(self, http: aiohttp.ClientSession, base: str, period: float) -> None:
         while True:
             await self._outbox_ready.wait()
             # A short pause lets a burst of changes go out as one report.
@@ -299,16 +304,21 @@ class WorkerSession:
             updates = [{"ID": tid, "Status": status.wire()} for tid, status in batch.items()]
             try:
                 async with http.post(base + "/status", json={"updates": updates, "down": sorted(down)},
-                                     timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                                     timeout=aiohttp.ClientTimeout(total=3 * period)) as resp:
                     if resp.status != 200:
                         body = await resp.json(content_type=None)
                         log.warning("node %s: status report refused: %s", self.node_id, body.get("message"))
-            except BaseException:
+            except BaseException as exc:
                 self._down |= down
                 for tid, status in batch.items():
                     self._outbox.setdefault(tid, status)
                     self._sent.pop(tid, None)
-                raise
+                if not isinstance(exc, asyncio.TimeoutError):
+                    raise
+                # A busy manager: the heartbeats judge whether the session lives. Ending it here made a node
+                # open another, busying the managers more, while its old session expired and showed it down.
+                log.info("node %s: status report unanswered for %.0f s; sending it again", self.node_id, 3 * period)
+                self._outbox_ready.set()
 
     # ----------------------------------------------------------- reconcile
 
