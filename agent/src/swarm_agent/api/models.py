@@ -572,14 +572,19 @@ class TaskState(str, Enum):
 
     @property
     def rank(self) -> int:
-        return _STATE_ORDER.index(self)
+        return self._rank  # type: ignore[attr-defined, no-any-return]
 
     @property
     def terminal(self) -> bool:
-        return self.rank > TaskState.RUNNING.rank
+        return self._terminal  # type: ignore[attr-defined, no-any-return]
 
 
-_STATE_ORDER = list(TaskState)
+# Set once on each member rather than looked up at each call: the orchestrator, the scheduler and every
+# `docker service ls` ask them of every task, and a list search per question was a tenth of a busy leader's work.
+for _rank, _state in enumerate(TaskState):
+    _state._rank = _rank  # type: ignore[attr-defined]
+for _state in TaskState:
+    _state._terminal = _state._rank > TaskState.RUNNING._rank  # type: ignore[attr-defined]
 
 
 class TaskContainerStatus(Wire):
