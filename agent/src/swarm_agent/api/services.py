@@ -131,18 +131,21 @@ def with_status(service: Service, state: "Snapshot", ready_nodes: set[str]) -> S
     if mode.is_job:
         iteration = service.JobStatus.JobIteration.Index if service.JobStatus else 0
         tasks = [t for t in tasks if t.JobIteration is not None and t.JobIteration.Index == iteration]
-    running = sum(
-        1
-        for t in tasks
-        if t.Status.State == TaskState.RUNNING and is_live(t) and t.NodeID in ready_nodes
-    )
-    completed = sum(1 for t in tasks if t.Status.State == TaskState.COMPLETE)
+    # One pass: a service's tasks include its history (five per slot by default), tens of thousands of them in a
+    # large swarm, and `docker service ls` asks this of every service.
+    running = completed = live = 0
+    for t in tasks:
+        if t.Status.State == TaskState.COMPLETE:
+            completed += 1
+        elif is_live(t):
+            live += 1
+            running += t.Status.State == TaskState.RUNNING and t.NodeID in ready_nodes
     if mode.Replicated is not None:
         desired = mode.Replicated.Replicas
     elif mode.ReplicatedJob is not None:
         desired = min(mode.ReplicatedJob.MaxConcurrent, max((mode.ReplicatedJob.TotalCompletions or 0) - completed, 0))
     else:
-        desired = sum(1 for t in tasks if is_live(t) and t.Status.State != TaskState.COMPLETE)
+        desired = live
     out = service.model_copy()
     out.ServiceStatus = ServiceTaskCounts(RunningTasks=running, DesiredTasks=desired, CompletedTasks=completed)
     return out
