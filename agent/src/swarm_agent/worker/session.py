@@ -99,8 +99,10 @@ class WorkerSession:
         self.hostname = hostname
         self.on_managers = on_managers
         self.on_role = on_role
-        # Told the roots the managers trust and the CA certificate they sign with, on every heartbeat.
+        # Told the roots the managers trust and the CA certificate they sign with, when a heartbeat shows them
+        # changed.
         self.on_authority = on_authority
+        self._authority_seen: tuple[str | None, str | None] = (None, None)  # (trust roots, issuer) last told of
         # Set when renewed certificates change what the managers should know of this node's TLS (a root rotation).
         self._reopen = asyncio.Event()
         # None on hollow nodes, whose tasks have no containers to network.
@@ -130,6 +132,7 @@ class WorkerSession:
     def adopt(self, certs: pki.NodeCerts) -> None:
         """Present renewed certificates from the next connection on; the open session goes on with the old ones."""
         old, self.certs = self.certs, certs
+        self._authority_seen = (None, None)
         self.logs.adopt(certs)
         if certs.ca_pem == old.ca_pem and pki.issuer_key_id(certs.cert_pem) == pki.issuer_key_id(old.cert_pem):
             pki.load_chain(self._ssl, certs.cert_pem, certs.key_pem)
@@ -252,8 +255,12 @@ class WorkerSession:
                 if resp.status == 200:
                     renewed = sent
                     period = float(body.get("heartbeat_period", period))
-                    if body.get("trust_root") and body.get("issuer"):
-                        self.on_authority(body["trust_root"].encode(), body["issuer"].encode())
+                    authority = (body.get("trust_root"), body.get("issuer"))
+                    # Told only when it differs from the last heartbeat's, or the certificates changed since: each
+                    # check verifies a signature, and a fleet of hollow nodes heartbeats hundreds of times a second.
+                    if all(authority) and authority != self._authority_seen:
+                        self._authority_seen = authority
+                        self.on_authority(authority[0].encode(), authority[1].encode())
                     continue
                 if resp.status < 500:
                     raise aiohttp.ClientError(f"heartbeat refused: {body.get('message', resp.status)}")
